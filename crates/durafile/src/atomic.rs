@@ -1,0 +1,424 @@
+//! Atomic, durable replacement of a file's whole content.
+//!
+//! # Guarantees
+//!
+//! A reader of the target sees its old content or its new content, complete, never a mix and
+//! never an empty file, whatever happens to the writer. A writer killed at any point leaves
+//! the old content in place. How much survives a power loss is the [`Durability`] level's
+//! promise. A failed write leaves the target byte-for-byte untouched and removes its temp
+//! file; the one exception is a failed fsync of the directory, which comes after the rename
+//! and is reported as such (see [`Step::SyncDir`]).
+//!
+//! # How it works
+//!
+//! 1. Follow symlinks to the real file (a link stays a link) and refuse anything that is not
+//!    a regular file.
+//! 2. Take the path's exclusive [lock](crate::lock), so durafile writers take turns.
+//! 3. Create `.NAME.XXXXXXXXXX.tmp` in the target's own directory (a rename across
+//!    filesystems is not atomic) with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and mode 0600, and
+//!    hold a flock on it, which tells [`crate::recover::clean_orphans`] that a live writer
+//!    owns it.
+//! 4. Write the content (a [`BufWriter`] in between; a large file streams through it).
+//! 5. Give the temp file the target's owner and group (where the process may) and mode.
+//! 6. fsync it (`F_FULLFSYNC` on macOS), unless the level is [`Durability::None`].
+//! 7. Rename it over the target, only if every step before succeeded.
+//! 8. fsync the directory, for [`Durability::Full`].
+//!
+//! An fsync error is final for that write: Linux may drop the dirty pages after reporting it
+//! once, so a retried fsync can "succeed" with the data lost. durafile never retries it and
+//! never renames after it; it removes the temp file and reports the error, and the caller can
+//! write again from the data it still holds.
+//!
+//! # What is not kept
+//!
+//! The target's ACLs, extended attributes and hard links: the new content is a new inode, so
+//! other hard links to the old inode keep the old content.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::error::{Error, Result, Step};
+use crate::fault;
+use crate::lock::{self, FileLock, LockMode};
+use crate::names;
+use crate::options::{Durability, Options};
+use crate::sys;
+use crate::target::Target;
+
+/// How many unique names to try before giving up on creating a temp file. A collision needs
+/// another file with the same ten random characters, so reaching this means something is
+/// wrong with the directory, not bad luck.
+const CREATE_ATTEMPTS: usize = 64;
+
+const BUFFER_SIZE: usize = 64 * 1024;
+
+/// A new version of a file, written in pieces and published at once by [`commit`].
+///
+/// It holds the path's exclusive lock from [`new`] until it is committed or dropped, so the
+/// content read with [`read_current`] cannot change before the commit: that is a
+/// read-modify-write with no lost update. Dropping it without committing discards the new
+/// content and removes the temp file (best effort; [`discard`] reports a failure).
+///
+/// [`commit`]: AtomicFile::commit
+/// [`new`]: AtomicFile::new
+/// [`read_current`]: AtomicFile::read_current
+/// [`discard`]: AtomicFile::discard
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use durafile::{AtomicFile, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("log.txt");
+/// let mut file = AtomicFile::new(&path, &Options::new())?;
+/// for i in 0..3 {
+///     writeln!(file, "line {i}")?;
+/// }
+/// assert!(!path.exists(), "nothing is visible before the commit");
+/// file.commit()?;
+/// assert_eq!(std::fs::read_to_string(&path)?, "line 0\nline 1\nline 2\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct AtomicFile {
+    /// `None` once committed or discarded, so `Drop` knows there is nothing to clean.
+    pending: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    target: Target,
+    temp: std::path::PathBuf,
+    out: BufWriter<File>,
+    durability: Durability,
+    mode: u32,
+    /// The first write error. A commit after it must fail: the temp file is incomplete.
+    failed: Option<io::Error>,
+    _lock: FileLock,
+}
+
+impl AtomicFile {
+    /// Locks `path` and creates the temp file that will replace it.
+    ///
+    /// # Errors
+    ///
+    /// At [`Step::Resolve`] or [`Step::Inspect`] when the path does not lead to a regular file
+    /// or a free name; at [`Step::Lock`] when the lock cannot be taken (see
+    /// [`lock::acquire`]); at [`Step::CreateTemp`] when the directory refuses a new file.
+    ///
+    /// # Security
+    ///
+    /// The temp file is created exclusively, without following a symlink at its name, and
+    /// readable by its owner only until the commit gives it its final mode.
+    pub fn new(path: impl AsRef<Path>, opts: &Options) -> Result<AtomicFile> {
+        let mut target = Target::resolve(path.as_ref())?;
+        let lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
+        // Read the target's mode and owner under the lock: a writer that went before us may
+        // have replaced it since we resolved the path.
+        target.refresh()?;
+        let mode = match (opts.get_mode(), &target.meta) {
+            (Some(mode), _) => mode,
+            (None, Some(meta)) => meta.permissions().mode() & 0o7777,
+            (None, None) => 0o666 & !sys::umask(),
+        };
+        let (file, temp) = create_temp(&target)?;
+        Ok(AtomicFile {
+            pending: Some(Pending {
+                target,
+                temp,
+                out: BufWriter::with_capacity(BUFFER_SIZE, file),
+                durability: opts.get_durability(),
+                mode,
+                failed: None,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The path this file will replace, as given to [`AtomicFile::new`].
+    pub fn path(&self) -> &Path {
+        &self.pending().target.given
+    }
+
+    /// The temp file the new content is written to.
+    pub fn temp_path(&self) -> &Path {
+        &self.pending().temp
+    }
+
+    /// The target's current content, `None` if it does not exist yet. The lock held since
+    /// [`AtomicFile::new`] guarantees that no durafile writer changes it before the commit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use durafile::{AtomicFile, Options};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("count");
+    /// std::fs::write(&path, "41")?;
+    /// let mut file = AtomicFile::new(&path, &Options::new())?;
+    /// let n: u64 = String::from_utf8(file.read_current()?.unwrap())?.parse()?;
+    /// write!(file, "{}", n + 1)?;
+    /// file.commit()?;
+    /// assert_eq!(std::fs::read_to_string(&path)?, "42");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_current(&self) -> Result<Option<Vec<u8>>> {
+        let target = &self.pending().target;
+        match fs::read(&target.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(Step::Read, &target.given, e)),
+        }
+    }
+
+    /// The target opened for reading, `None` if it does not exist yet: the streaming form of
+    /// [`AtomicFile::read_current`], for content too large to hold in memory.
+    pub fn open_current(&self) -> Result<Option<File>> {
+        let target = &self.pending().target;
+        match File::open(&target.path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(Step::Read, &target.given, e)),
+        }
+    }
+
+    /// Publishes the new content: flush, permissions, fsync, rename, directory fsync, as the
+    /// [`Durability`] level asks. When it returns `Ok`, every reader sees the new content.
+    ///
+    /// # Errors
+    ///
+    /// Any error at [`Step::Write`] (including an earlier failed write to this file),
+    /// [`Step::SetPermissions`], [`Step::Sync`] or [`Step::Rename`] leaves the target
+    /// untouched and the temp file removed. An error at [`Step::SyncDir`] means the new
+    /// content is in place but may not survive a power loss.
+    pub fn commit(mut self) -> Result<()> {
+        let pending = self
+            .pending
+            .take()
+            .expect("pending until commit or discard");
+        pending.publish()
+    }
+
+    /// Drops the new content and removes the temp file, reporting a failure to remove it
+    /// (which `Drop` cannot). The target is untouched.
+    pub fn discard(mut self) -> Result<()> {
+        let pending = self
+            .pending
+            .take()
+            .expect("pending until commit or discard");
+        pending.remove_temp()
+    }
+
+    fn pending(&self) -> &Pending {
+        self.pending
+            .as_ref()
+            .expect("pending until commit or discard")
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let p = self
+            .pending
+            .as_mut()
+            .expect("pending until commit or discard");
+        if let Some(e) = &p.failed {
+            return Err(copy_error(e));
+        }
+        let result = fault::point("durafile::write").and_then(|()| p.out.write(buf));
+        result.inspect_err(|e| p.failed = Some(copy_error(e)))
+    }
+
+    /// Pushes buffered bytes to the temp file. This makes nothing durable or visible: only
+    /// [`AtomicFile::commit`] does.
+    fn flush(&mut self) -> io::Result<()> {
+        let p = self
+            .pending
+            .as_mut()
+            .expect("pending until commit or discard");
+        if let Some(e) = &p.failed {
+            return Err(copy_error(e));
+        }
+        p.out
+            .flush()
+            .inspect_err(|e| p.failed = Some(copy_error(e)))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            // Best effort: whatever is left is an orphan that recovery can tell is unowned.
+            let _ = pending.remove_temp();
+        }
+    }
+}
+
+impl Pending {
+    fn publish(mut self) -> Result<()> {
+        if let Err(e) = self.prepare() {
+            let _ = self.remove_temp();
+            return Err(e);
+        }
+        if let Err(e) = fault::point("durafile::before_rename")
+            .and_then(|()| fs::rename(&self.temp, &self.target.path))
+        {
+            let err = self.at(Step::Rename)(e);
+            let _ = self.remove_temp();
+            return Err(err);
+        }
+        if self.durability == Durability::Full {
+            fault::point("durafile::before_sync_dir")
+                .and_then(|()| sys::sync_dir(&self.target.dir))
+                .map_err(self.at(Step::SyncDir))?;
+        }
+        Ok(())
+    }
+
+    /// Every step up to the rename; a failure here leaves the target untouched.
+    fn prepare(&mut self) -> Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(self.at(Step::Write)(e));
+        }
+        self.out.flush().map_err(self.at(Step::Write))?;
+        let file = self.out.get_ref();
+        fault::point("durafile::set_permissions")
+            .and_then(|()| match &self.target.meta {
+                Some(meta) => sys::copy_owner(file, meta),
+                None => Ok(()),
+            })
+            .and_then(|()| file.set_permissions(fs::Permissions::from_mode(self.mode)))
+            .map_err(self.at(Step::SetPermissions))?;
+        if self.durability != Durability::None {
+            fault::point("durafile::before_sync")
+                .and_then(|()| file.sync_all())
+                .and_then(|()| fault::point("durafile::after_sync"))
+                .map_err(self.at(Step::Sync))?;
+        }
+        Ok(())
+    }
+
+    fn at(&self, step: Step) -> impl Fn(io::Error) -> Error + '_ {
+        move |e| Error::io(step, &self.target.given, e)
+    }
+
+    fn remove_temp(self) -> Result<()> {
+        // Take the file out without flushing: its bytes are about to be thrown away.
+        let (file, _) = self.out.into_parts();
+        drop(file);
+        match fs::remove_file(&self.temp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Error::io(Step::Remove, &self.target.given, e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Creates and flocks a fresh temp file beside the target.
+fn create_temp(target: &Target) -> Result<(File, std::path::PathBuf)> {
+    let fail = |e| Error::io(Step::CreateTemp, &target.given, e);
+    for _ in 0..CREATE_ATTEMPTS {
+        let temp = target.sibling(names::temp_name(&target.name));
+        let file = match sys::create_private(&temp) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(fail(e)),
+        };
+        let owned = fault::point("durafile::after_create")
+            .and_then(|()| file.lock())
+            .and_then(|()| sys::link_count(&file));
+        match owned {
+            Ok(0) => continue, // a concurrent clean_orphans took it in the instant before our lock
+            Ok(_) => return Ok((file, temp)),
+            Err(e) => {
+                drop(file);
+                let _ = fs::remove_file(&temp);
+                return Err(fail(e));
+            }
+        }
+    }
+    Err(fail(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "every temp name tried was taken",
+    )))
+}
+
+/// `io::Error` is not `Clone`; keep the OS error code when there is one.
+fn copy_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// Replaces `path`'s content with `contents`, atomically and with `opts`' durability.
+///
+/// # Errors
+///
+/// See [`AtomicFile::new`] and [`AtomicFile::commit`]. On every error but a failed directory
+/// fsync, the target is untouched and no temp file remains.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::{Durability, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("state.json");
+/// durafile::write(&path, br#"{"n":1}"#, &Options::new())?;
+/// durafile::write(&path, br#"{"n":2}"#, &Options::new().durability(Durability::Consistent))?;
+/// assert_eq!(std::fs::read(&path)?, br#"{"n":2}"#);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>, opts: &Options) -> Result<()> {
+    let mut file = AtomicFile::new(path, opts)?;
+    // A failed write is remembered by `file`; the commit reports it with its step and path.
+    let _ = file.write_all(contents.as_ref());
+    file.commit()
+}
+
+/// Replaces `path`'s content with what `f` makes of the current content (`None` when the file
+/// does not exist), holding the exclusive lock from the read to the rename: no other durafile
+/// writer can slip an update in between, so none is lost.
+///
+/// When `f` fails, nothing is written and its error is returned. The closure's error type
+/// must accept a [`durafile::Error`](Error), so one `?` serves both.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::Options;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("counter");
+/// for _ in 0..3 {
+///     durafile::update(&path, &Options::new(), |current| {
+///         let n: u64 = match current {
+///             Some(bytes) => std::str::from_utf8(bytes).unwrap().parse().unwrap(),
+///             None => 0,
+///         };
+///         Ok::<_, durafile::Error>((n + 1).to_string().into_bytes())
+///     })?;
+/// }
+/// assert_eq!(std::fs::read_to_string(&path)?, "3");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn update<F, E>(path: impl AsRef<Path>, opts: &Options, f: F) -> Result<(), E>
+where
+    F: FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
+    E: From<Error>,
+{
+    let mut file = AtomicFile::new(path, opts)?;
+    let current = file.read_current()?;
+    let new = f(current.as_deref())?;
+    let _ = file.write_all(&new);
+    file.commit()?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Crash-safe, lock-safe replacement of files, above all of an application's JSON state.
+//!
+//! A crash mid-write leaves a truncated file; two writers clobber each other's update; a full
+//! disk leaves half a file. durafile replaces a file's content so that none of that can
+//! happen, and says exactly what it could not do when something fails.
+//!
+//! # Limits first
+//!
+//! - **Atomicity needs a local POSIX filesystem.** On NFS a rename is atomic for one client
+//!   but not across clients, and locks may be emulated or missing.
+//! - **Durability needs a filesystem and drive that honour fsync.** A drive that lies about
+//!   its write cache, a VM configured with `cache=unsafe`, or `nobarrier` mounts void the
+//!   power-loss guarantees; run `durafile torture` on the disk you rely on.
+//! - **Locks are advisory.** They exclude durafile writers and anyone who takes the same
+//!   lock (`flock(1)` on the lock file), not a program that writes the file directly.
+//! - **Unix only** (Linux and macOS); Windows is not supported yet.
+//!
+//! # Guarantees
+//!
+//! | what happens | what a reader finds afterwards |
+//! |---|---|
+//! | the writing process is killed (SIGKILL, OOM) at any point | the old content, complete; an orphan temp file that [`recover::clean_orphans`] removes |
+//! | the machine loses power | with [`Durability::Full`], the new content if the write returned, else the old; with [`Durability::Consistent`], old or new; never a mix |
+//! | the disk fills up, or any step fails | an error naming the step, the path and the cause; the old content, byte-for-byte; no temp file |
+//! | several threads and processes write at once | each write is whole; [`update`] loses no update |
+//!
+//! # Examples
+//!
+//! ```
+//! use durafile::Options;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("state.json");
+//! durafile::write(&path, br#"{"visits":0}"#, &Options::new())?;
+//! durafile::update(&path, &Options::new(), |current| {
+//!     let text = std::str::from_utf8(current.unwrap()).unwrap();
+//!     Ok::<_, durafile::Error>(text.replace("0", "1").into_bytes())
+//! })?;
+//! assert_eq!(durafile::read(&path, &Options::new())?, br#"{"visits":1}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Files beside the target
+//!
+//! For a target `dir/NAME`, durafile creates `dir/.NAME.lock` (the lock, kept for good; see
+//! [`lock`]) and, while a write is in flight, `dir/.NAME.XXXXXXXXXX.tmp`.
+//!
+//! # Modules
+//!
+//! - [`atomic`]: the replace itself, [`write`], [`update`], [`AtomicFile`].
+//! - [`lock`]: exclusive and shared locks across threads and processes.
+//! - [`read()`]: reading, optionally under the shared lock.
+//! - [`recover`]: cleaning up after a crash.
+//! - [`error`]: one [`Error`] type with step, path, cause and advice.
+
+#![deny(missing_docs)]
+
+pub mod atomic;
+pub mod error;
+mod fault;
+pub mod lock;
+mod names;
+mod options;
+mod read;
+pub mod recover;
+mod sys;
+mod target;
+
+pub use atomic::{AtomicFile, update, write};
+pub use error::{Error, Result, Step};
+pub use names::is_temp_name;
+pub use options::{Durability, Options, ParseDurabilityError};
+pub use read::read;

@@ -1,0 +1,135 @@
+//! The names durafile gives the files it keeps beside a target, in one place so that the
+//! writer, the lock and the recovery agree on them.
+//!
+//! For a target `NAME`:
+//! - temp files are `.NAME.XXXXXXXXXX.tmp`: hidden, unique (ten random base-62 characters,
+//!   created with `O_EXCL`), and recognisable by [`is_temp_name`] for orphan recovery;
+//! - the lock file is `.NAME.lock`: hidden, stable, never renamed or deleted.
+//!
+//! Names longer than a filesystem allows (255 bytes) are shortened; a shortened lock name
+//! ends in a hash of the full name, so it stays unique and the same in every process.
+
+use std::ffi::{OsStr, OsString};
+use std::hash::{BuildHasher, Hasher};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const NAME_MAX: usize = 255;
+const RANDOM_LEN: usize = 10;
+const TEMP_SUFFIX: &[u8] = b".tmp";
+const LOCK_SUFFIX: &[u8] = b".lock";
+
+/// A fresh temp name for `name`, different on every call.
+pub(crate) fn temp_name(name: &OsStr) -> OsString {
+    let room = NAME_MAX - 2 - RANDOM_LEN - TEMP_SUFFIX.len();
+    let mut out = hidden(name, room);
+    out.push(b'.');
+    out.extend_from_slice(&random_chars());
+    out.extend_from_slice(TEMP_SUFFIX);
+    OsString::from_vec(out)
+}
+
+/// Whether `name` has the shape of a durafile temp file.
+pub fn is_temp_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    let min = 2 + 1 + RANDOM_LEN + TEMP_SUFFIX.len();
+    if b.len() < min || b[0] != b'.' || !b.ends_with(TEMP_SUFFIX) {
+        return false;
+    }
+    let end = b.len() - TEMP_SUFFIX.len();
+    let random = &b[end - RANDOM_LEN..end];
+    b[end - RANDOM_LEN - 1] == b'.' && random.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// The name of `name`'s lock file.
+pub(crate) fn lock_name(name: &OsStr) -> OsString {
+    let room = NAME_MAX - 1 - LOCK_SUFFIX.len();
+    let mut out = if name.len() <= room {
+        hidden(name, room)
+    } else {
+        let mut short = hidden(name, room - 17);
+        short.extend_from_slice(format!(".{:016x}", fnv1a(name.as_bytes())).as_bytes());
+        short
+    };
+    out.extend_from_slice(LOCK_SUFFIX);
+    OsString::from_vec(out)
+}
+
+fn hidden(name: &OsStr, room: usize) -> Vec<u8> {
+    let b = name.as_bytes();
+    let mut out = Vec::with_capacity(NAME_MAX);
+    out.push(b'.');
+    out.extend_from_slice(&b[..b.len().min(room)]);
+    out
+}
+
+/// Ten base-62 characters that no other process or call predicts: std seeds each
+/// `RandomState` from the OS's random source, and a counter separates calls in one process.
+fn random_chars() -> [u8; RANDOM_LEN] {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    let mut n = hasher.finish();
+    let mut out = [0; RANDOM_LEN];
+    for c in &mut out {
+        *c = ALPHABET[(n % 62) as usize];
+        n /= 62;
+    }
+    out
+}
+
+/// FNV-1a: a stable hash (std's hashers may change between releases) for shortened names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_hidden_unique_and_recognised() {
+        let a = temp_name(OsStr::new("state.json"));
+        let b = temp_name(OsStr::new("state.json"));
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert!(s.starts_with(".state.json.") && s.ends_with(".tmp"), "{s}");
+        assert!(is_temp_name(&a));
+    }
+
+    #[test]
+    fn other_names_are_not_temp_names() {
+        for name in [
+            "state.json",
+            ".state.json.lock",
+            ".x.tmp",
+            "state.json.tmp",
+            ".state.json.abc-efghij.tmp",
+            ".state.json.abcdefghi.tmp",
+        ] {
+            assert!(!is_temp_name(OsStr::new(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn long_names_fit_the_filesystem_limit() {
+        let long = OsString::from("n".repeat(255));
+        let temp = temp_name(&long);
+        assert!(temp.len() <= NAME_MAX);
+        assert!(is_temp_name(&temp));
+        let lock = lock_name(&long);
+        assert!(lock.len() <= NAME_MAX);
+        assert_eq!(lock, lock_name(&long));
+        let other = OsString::from(format!("{}m", "n".repeat(254)));
+        assert_ne!(lock, lock_name(&other));
+    }
+
+    #[test]
+    fn lock_name_is_stable() {
+        assert_eq!(lock_name(OsStr::new("a.json")), OsStr::new(".a.json.lock"));
+    }
+}

@@ -1,0 +1,117 @@
+//! The operating-system layer: every syscall durafile makes that std does not wrap the same
+//! way lives here, so the rest of the crate is plain Rust with no `cfg`.
+//!
+//! Unix only (Linux and macOS). Linux-specific reads (`/proc/self/status` for the umask) have
+//! a portable fallback. std already does the platform-specific part of the fsync itself:
+//! [`File::sync_all`] is `fsync(2)` on Linux and `fcntl(F_FULLFSYNC)` on macOS, where a plain
+//! `fsync` does not flush the drive's cache.
+
+#[cfg(not(unix))]
+compile_error!("durafile supports Unix (Linux and macOS) only");
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Creates `path` exclusively, private to the owner, refusing to follow a symlink planted at
+/// that name. std adds `O_CLOEXEC` to every open.
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens an existing regular file for reading without following a symlink at `path`.
+pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Opens (creating if needed) a lock file. Never truncates, never follows a symlink, and
+/// falls back to read-only when the file exists but is not writable: flock works on any
+/// open descriptor.
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
+    let rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match rw {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path),
+        other => other,
+    }
+}
+
+/// fsync of a directory, which makes the entries created or renamed in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)?
+        .sync_all()
+}
+
+/// Gives `file` the owner and group in `meta` when they differ from its own. Failing with
+/// EPERM is not an error: an unprivileged process may not give files away, and then the new
+/// file keeps the caller's ownership, as any editor's save would.
+pub(crate) fn copy_owner(file: &File, meta: &fs::Metadata) -> io::Result<()> {
+    let own = file.metadata()?;
+    if own.uid() == meta.uid() && own.gid() == meta.gid() {
+        return Ok(());
+    }
+    match std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid())) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // Keep at least the group where we belong to it.
+            match std::os::unix::fs::fchown(file, None, Some(meta.gid())) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+                other => other,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The process's umask.
+///
+/// Linux publishes it in `/proc/self/status` (since 4.7), which is free of races. Elsewhere
+/// the only way to read it is to set it and set it back; durafile sets the most restrictive
+/// value for that instant, so a file another thread creates meanwhile is never more exposed
+/// than it would have been, only briefly more private.
+pub(crate) fn umask() -> u32 {
+    if let Some(mask) = proc_umask() {
+        return mask;
+    }
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    unsafe {
+        let old = libc::umask(0o077);
+        libc::umask(old);
+        old as u32
+    }
+}
+
+fn proc_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+}
+
+/// Identity of an inode, to tell whether a name still refers to the file we hold open.
+pub(crate) fn file_id(meta: &fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+/// Number of names the open file still has; 0 once it has been unlinked.
+pub(crate) fn link_count(file: &File) -> io::Result<u64> {
+    Ok(file.metadata()?.nlink())
+}
