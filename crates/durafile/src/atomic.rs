@@ -37,7 +37,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, Step};
 use crate::fault;
@@ -58,8 +58,9 @@ const BUFFER_SIZE: usize = 64 * 1024;
 ///
 /// It holds the path's exclusive lock from [`new`] until it is committed or dropped, so the
 /// content read with [`read_current`] cannot change before the commit: that is a
-/// read-modify-write with no lost update. Dropping it without committing discards the new
-/// content and removes the temp file (best effort; [`discard`] reports a failure).
+/// read-modify-write with no lost update. Dropping it without committing (or a failed
+/// commit, or a panic) discards the new content and removes the temp file (best effort;
+/// [`discard`] reports a failure).
 ///
 /// [`commit`]: AtomicFile::commit
 /// [`new`]: AtomicFile::new
@@ -85,19 +86,17 @@ const BUFFER_SIZE: usize = 64 * 1024;
 /// ```
 #[derive(Debug)]
 pub struct AtomicFile {
-    /// `None` once committed or discarded, so `Drop` knows there is nothing to clean.
-    pending: Option<Pending>,
-}
-
-#[derive(Debug)]
-struct Pending {
     target: Target,
-    temp: std::path::PathBuf,
+    temp: PathBuf,
     out: BufWriter<File>,
     durability: Durability,
     mode: u32,
     /// The first write error. A commit after it must fail: the temp file is incomplete.
     failed: Option<io::Error>,
+    /// Whether the temp file still exists under its name and is ours to remove. Cleared
+    /// only once it has been renamed or removed, so that `Drop` cleans up after any error
+    /// or panic part-way through a commit.
+    temp_pending: bool,
     _lock: FileLock,
 }
 
@@ -127,26 +126,25 @@ impl AtomicFile {
         };
         let (file, temp) = create_temp(&target)?;
         Ok(AtomicFile {
-            pending: Some(Pending {
-                target,
-                temp,
-                out: BufWriter::with_capacity(BUFFER_SIZE, file),
-                durability: opts.get_durability(),
-                mode,
-                failed: None,
-                _lock: lock,
-            }),
+            target,
+            temp,
+            out: BufWriter::with_capacity(BUFFER_SIZE, file),
+            durability: opts.get_durability(),
+            mode,
+            failed: None,
+            temp_pending: true,
+            _lock: lock,
         })
     }
 
     /// The path this file will replace, as given to [`AtomicFile::new`].
     pub fn path(&self) -> &Path {
-        &self.pending().target.given
+        &self.target.given
     }
 
     /// The temp file the new content is written to.
     pub fn temp_path(&self) -> &Path {
-        &self.pending().temp
+        &self.temp
     }
 
     /// The target's current content, `None` if it does not exist yet. The lock held since
@@ -169,22 +167,20 @@ impl AtomicFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_current(&self) -> Result<Option<Vec<u8>>> {
-        let target = &self.pending().target;
-        match fs::read(&target.path) {
+        match fs::read(&self.target.path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(Step::Read, &target.given, e)),
+            Err(e) => Err(self.at(Step::Read)(e)),
         }
     }
 
     /// The target opened for reading, `None` if it does not exist yet: the streaming form of
     /// [`AtomicFile::read_current`], for content too large to hold in memory.
     pub fn open_current(&self) -> Result<Option<File>> {
-        let target = &self.pending().target;
-        match File::open(&target.path) {
+        match File::open(&self.target.path) {
             Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(Step::Read, &target.given, e)),
+            Err(e) => Err(self.at(Step::Read)(e)),
         }
     }
 
@@ -198,87 +194,28 @@ impl AtomicFile {
     /// untouched and the temp file removed. An error at [`Step::SyncDir`] means the new
     /// content is in place but may not survive a power loss.
     pub fn commit(mut self) -> Result<()> {
-        let pending = self
-            .pending
-            .take()
-            .expect("pending until commit or discard");
-        pending.publish()
-    }
-
-    /// Drops the new content and removes the temp file, reporting a failure to remove it
-    /// (which `Drop` cannot). The target is untouched.
-    pub fn discard(mut self) -> Result<()> {
-        let pending = self
-            .pending
-            .take()
-            .expect("pending until commit or discard");
-        pending.remove_temp()
-    }
-
-    fn pending(&self) -> &Pending {
-        self.pending
-            .as_ref()
-            .expect("pending until commit or discard")
-    }
-}
-
-impl Write for AtomicFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let p = self
-            .pending
-            .as_mut()
-            .expect("pending until commit or discard");
-        if let Some(e) = &p.failed {
-            return Err(copy_error(e));
-        }
-        let result = fault::point("durafile::write").and_then(|()| p.out.write(buf));
-        result.inspect_err(|e| p.failed = Some(copy_error(e)))
-    }
-
-    /// Pushes buffered bytes to the temp file. This makes nothing durable or visible: only
-    /// [`AtomicFile::commit`] does.
-    fn flush(&mut self) -> io::Result<()> {
-        let p = self
-            .pending
-            .as_mut()
-            .expect("pending until commit or discard");
-        if let Some(e) = &p.failed {
-            return Err(copy_error(e));
-        }
-        p.out
-            .flush()
-            .inspect_err(|e| p.failed = Some(copy_error(e)))
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            // Best effort: whatever is left is an orphan that recovery can tell is unowned.
-            let _ = pending.remove_temp();
-        }
-    }
-}
-
-impl Pending {
-    fn publish(mut self) -> Result<()> {
-        if let Err(e) = self.prepare() {
-            let _ = self.remove_temp();
-            return Err(e);
-        }
-        if let Err(e) = fault::point("durafile::before_rename")
+        // On an error return, `Drop` removes the temp file.
+        self.prepare()?;
+        fault::point("durafile::before_rename")
             .and_then(|()| fs::rename(&self.temp, &self.target.path))
-        {
-            let err = self.at(Step::Rename)(e);
-            let _ = self.remove_temp();
-            return Err(err);
-        }
+            .map_err(self.at(Step::Rename))?;
+        self.temp_pending = false;
         if self.durability == Durability::Full {
             fault::point("durafile::before_sync_dir")
                 .and_then(|()| sys::sync_dir(&self.target.dir))
                 .map_err(self.at(Step::SyncDir))?;
         }
         Ok(())
+    }
+
+    /// Drops the new content and removes the temp file, reporting a failure to remove it
+    /// (which `Drop` cannot). The target is untouched.
+    pub fn discard(mut self) -> Result<()> {
+        self.temp_pending = false;
+        match fs::remove_file(&self.temp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.at(Step::Remove)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Every step up to the rename; a failure here leaves the target untouched.
@@ -307,22 +244,40 @@ impl Pending {
     fn at(&self, step: Step) -> impl Fn(io::Error) -> Error + '_ {
         move |e| Error::io(step, &self.target.given, e)
     }
+}
 
-    fn remove_temp(self) -> Result<()> {
-        // Take the file out without flushing: its bytes are about to be thrown away.
-        let (file, _) = self.out.into_parts();
-        drop(file);
-        match fs::remove_file(&self.temp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(Error::io(Step::Remove, &self.target.given, e))
-            }
-            _ => Ok(()),
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(copy_error(e));
+        }
+        let result = fault::point("durafile::write").and_then(|()| self.out.write(buf));
+        result.inspect_err(|e| self.failed = Some(copy_error(e)))
+    }
+
+    /// Pushes buffered bytes to the temp file. This makes nothing durable or visible: only
+    /// [`AtomicFile::commit`] does.
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(copy_error(e));
+        }
+        self.out
+            .flush()
+            .inspect_err(|e| self.failed = Some(copy_error(e)))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.temp_pending {
+            // Best effort: whatever is left is an orphan that recovery can tell is unowned.
+            let _ = fs::remove_file(&self.temp);
         }
     }
 }
 
 /// Creates and flocks a fresh temp file beside the target.
-fn create_temp(target: &Target) -> Result<(File, std::path::PathBuf)> {
+fn create_temp(target: &Target) -> Result<(File, PathBuf)> {
     let fail = |e| Error::io(Step::CreateTemp, &target.given, e);
     for _ in 0..CREATE_ATTEMPTS {
         let temp = target.sibling(names::temp_name(&target.name));

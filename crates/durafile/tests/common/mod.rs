@@ -1,0 +1,122 @@
+//! Helpers shared by the integration tests: child processes, versioned contents, a seeded
+//! random source, and directory listings.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The environment variable that tells a re-executed test binary which role to play.
+pub const ROLE: &str = "DURAFILE_TEST_ROLE";
+
+/// Starts this test binary again as a child playing `role`, through the ignored test named
+/// `entry` (which reads `ROLE` and the other variables in `env`).
+pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        entry,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(ROLE, role)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child test process")
+}
+
+/// The role this process plays, when it is a child.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+pub fn env_u64(name: &str) -> u64 {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} not set"))
+        .parse()
+        .unwrap()
+}
+
+/// SIGKILL, the crash a process cannot intercept.
+pub fn sigkill(child: &mut Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+    child.wait().unwrap();
+}
+
+/// A multi-megabyte JSON document that embeds its own version, so that any byte of a torn
+/// write shows: `version_of` finds the version, and the whole must equal `versioned_json`.
+pub fn versioned_json(version: u64, items: usize) -> Vec<u8> {
+    let mut out = format!("{{\"version\":{version},\"items\":[");
+    for i in 0..items {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            "{{\"id\":{i},\"v\":{version},\"pad\":\"{:0>64}\"}}",
+            version.wrapping_mul(2654435761).wrapping_add(i as u64)
+        ));
+    }
+    out.push_str("]}\n");
+    out.into_bytes()
+}
+
+/// The version a `versioned_json` document claims, if it is valid JSON of that shape.
+pub fn version_of(bytes: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    value.get("version")?.as_u64()
+}
+
+/// xorshift64*: small, seeded and reproducible (the seed is printed by the tests that use it).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env(var: &str) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    ^ u64::from(std::process::id())
+            });
+        eprintln!("{var}={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The durafile temp files in `dir`.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    names(dir)
+        .into_iter()
+        .filter(|n| durafile::is_temp_name(n))
+        .map(|n| dir.join(n))
+        .collect()
+}

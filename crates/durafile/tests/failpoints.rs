@@ -1,0 +1,154 @@
+//! A failure injected at every step of the replace: the error names the step and the path,
+//! the original is byte-for-byte intact (or, after the rename, the new content is in place
+//! and the error says its durability is unknown), and no temp file remains.
+//!
+//! Runs only with `--features failpoints`. Failpoints are process-wide, so the tests take
+//! turns through one mutex.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Mutex;
+
+use durafile::{AtomicFile, Durability, Options, Step};
+
+use common::temp_files;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const ORIGINAL: &[u8] = b"{\"version\":1,\"data\":\"original\"}";
+
+/// Every failpoint, the step its error must name, and whether the new content is in place
+/// when it fires.
+const POINTS: &[(&str, Step, bool)] = &[
+    ("durafile::after_create", Step::CreateTemp, false),
+    ("durafile::write", Step::Write, false),
+    ("durafile::set_permissions", Step::SetPermissions, false),
+    ("durafile::before_sync", Step::Sync, false),
+    ("durafile::after_sync", Step::Sync, false),
+    ("durafile::before_rename", Step::Rename, false),
+    ("durafile::before_sync_dir", Step::SyncDir, true),
+];
+
+#[test]
+fn every_failpoint_fails_cleanly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    for &(point, step, replaced) in POINTS {
+        for errno in ["EIO", "ENOSPC", "EROFS"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.json");
+            fs::write(&path, ORIGINAL).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+
+            fail::cfg(point, &format!("return({errno})")).unwrap();
+            let err = durafile::write(&path, b"{\"version\":2}", &Options::new()).unwrap_err();
+            fail::remove(point);
+
+            let ctx = format!("{point} {errno}: {err}");
+            assert_eq!(err.step(), Some(step), "{ctx}");
+            assert_eq!(err.path(), path, "{ctx}");
+            let msg = err.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{ctx}");
+            assert!(err.io_error().is_some(), "{ctx}");
+            if errno == "ENOSPC" {
+                assert!(msg.contains("free space"), "{ctx}");
+            }
+            if replaced {
+                assert_eq!(fs::read(&path).unwrap(), b"{\"version\":2}", "{ctx}");
+                assert!(msg.contains("durability is unknown"), "{ctx}");
+                assert!(!err.target_untouched());
+            } else {
+                assert_eq!(fs::read(&path).unwrap(), ORIGINAL, "{ctx}");
+                assert!(msg.contains("the target is unchanged"), "{ctx}");
+                assert!(err.target_untouched());
+            }
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o640,
+                "{ctx}"
+            );
+            assert!(temp_files(dir.path()).is_empty(), "{ctx}: temp left behind");
+            // The lock was released with the failed write.
+            durafile::write(
+                &path,
+                b"after",
+                &Options::new().lock_timeout(Default::default()),
+            )
+            .unwrap();
+        }
+    }
+    scenario.teardown();
+}
+
+#[test]
+fn failpoints_that_a_level_skips_do_not_fire() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    fail::cfg("durafile::before_sync", "return").unwrap();
+    fail::cfg("durafile::before_sync_dir", "return").unwrap();
+    durafile::write(&path, b"x", &Options::new().durability(Durability::None)).unwrap();
+    fail::remove("durafile::before_sync");
+    durafile::write(
+        &path,
+        b"y",
+        &Options::new().durability(Durability::Consistent),
+    )
+    .unwrap();
+    fail::remove("durafile::before_sync_dir");
+    assert_eq!(fs::read(&path).unwrap(), b"y");
+    scenario.teardown();
+}
+
+#[test]
+fn failed_stream_write_cannot_be_committed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.json");
+    fs::write(&path, ORIGINAL).unwrap();
+    let mut file = AtomicFile::new(&path, &Options::new()).unwrap();
+    file.write_all(b"[1,").unwrap();
+    fail::cfg("durafile::write", "1*return(ENOSPC)").unwrap();
+    let err = file.write_all(b"2,").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    fail::remove("durafile::write");
+    // The caller ignores the error and carries on: the file still refuses to publish.
+    assert!(file.write_all(b"3]").is_err());
+    let err = file.commit().unwrap_err();
+    assert_eq!(err.step(), Some(Step::Write));
+    assert_eq!(fs::read(&path).unwrap(), ORIGINAL);
+    assert!(temp_files(dir.path()).is_empty());
+    scenario.teardown();
+}
+
+#[test]
+fn panic_mid_write_leaves_original_and_no_temp() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    for point in [
+        "durafile::write",
+        "durafile::before_sync",
+        "durafile::before_rename",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, ORIGINAL).unwrap();
+        fail::cfg(point, "panic").unwrap();
+        let p = path.clone();
+        let result = std::panic::catch_unwind(move || durafile::write(&p, b"new", &Options::new()));
+        fail::remove(point);
+        assert!(result.is_err(), "{point} did not panic");
+        assert_eq!(fs::read(&path).unwrap(), ORIGINAL, "{point}");
+        assert!(
+            temp_files(dir.path()).is_empty(),
+            "{point}: temp left behind"
+        );
+    }
+    scenario.teardown();
+}
