@@ -68,8 +68,7 @@ fn new_file_mode_follows_the_umask() {
                 ("TARGET", path.display().to_string()),
             ],
         );
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "child failed");
+        assert!(child.finish().0.success(), "child failed");
         assert_eq!(mode(&path), expected, "umask {umask:o}");
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,9 +11,81 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The environment variable that tells a re-executed test binary which role to play.
 pub const ROLE: &str = "DURAFILE_TEST_ROLE";
 
+/// A child process that is SIGKILLed when dropped, so a failing test leaves none behind.
+pub struct Proc(Option<Child>);
+
+impl Proc {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+
+    /// Waits for the child to exit and returns what it printed on stdout.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let out = self.0.take().unwrap().wait_with_output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// SIGKILL, the crash a process cannot intercept; returns what it printed on stdout.
+    pub fn kill(mut self) -> String {
+        let mut child = self.0.take().unwrap();
+        sigkill(&mut child);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    }
+
+    /// Reads the child's stdout until it says `msg` (see [`say`]).
+    pub fn wait_for(&mut self, msg: &str) {
+        let stdout = self.child().stdout.as_mut().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "child exited before {msg:?}"
+            );
+            if heard(&line).any(|m| m == msg) {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            sigkill(child);
+        }
+    }
+}
+
+const MARK: &str = "@durafile ";
+
+/// Tells the parent `msg` on stdout, on a line of its own: the test harness writes there too.
+pub fn say(msg: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n{MARK}{msg}").unwrap();
+    out.flush().unwrap();
+}
+
+/// The messages a child said in `text`.
+pub fn heard(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter_map(|l| l.split_once(MARK).map(|(_, m)| m.trim()))
+}
+
 /// Starts this test binary again as a child playing `role`, through the ignored test named
 /// `entry` (which reads `ROLE` and the other variables in `env`).
-pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
+pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Proc {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         entry,
@@ -28,7 +101,7 @@ pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawn child test process")
+    Proc(Some(cmd.spawn().expect("spawn child test process")))
 }
 
 /// The role this process plays, when it is a child.
@@ -43,8 +116,7 @@ pub fn env_u64(name: &str) -> u64 {
         .unwrap()
 }
 
-/// SIGKILL, the crash a process cannot intercept.
-pub fn sigkill(child: &mut Child) {
+fn sigkill(child: &mut Child) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
