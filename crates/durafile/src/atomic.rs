@@ -167,7 +167,7 @@ impl AtomicFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_current(&self) -> Result<Option<Vec<u8>>> {
-        match fs::read(&self.target.path) {
+        match fs::read(&self.target.resolved) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.at(Step::Read)(e)),
@@ -177,7 +177,7 @@ impl AtomicFile {
     /// The target opened for reading, `None` if it does not exist yet: the streaming form of
     /// [`AtomicFile::read_current`], for content too large to hold in memory.
     pub fn open_current(&self) -> Result<Option<File>> {
-        match File::open(&self.target.path) {
+        match File::open(&self.target.resolved) {
             Ok(file) => Ok(Some(file)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.at(Step::Read)(e)),
@@ -197,7 +197,7 @@ impl AtomicFile {
         // On an error return, `Drop` removes the temp file.
         self.prepare()?;
         fault::point("durafile::before_rename")
-            .and_then(|()| fs::rename(&self.temp, &self.target.path))
+            .and_then(|()| fs::rename(&self.temp, &self.target.resolved))
             .map_err(self.at(Step::Rename))?;
         self.temp_pending = false;
         if self.durability == Durability::Full {

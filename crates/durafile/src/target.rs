@@ -18,7 +18,7 @@ pub(crate) struct Target {
     /// The path as the caller gave it, for messages.
     pub given: PathBuf,
     /// The file to replace: `given` with every symlink followed.
-    pub path: PathBuf,
+    pub resolved: PathBuf,
     /// The directory that holds `path` (where the temp and lock files go).
     pub dir: PathBuf,
     /// `path`'s file name.
@@ -73,7 +73,7 @@ impl Target {
         };
         Ok(Target {
             given: given.to_path_buf(),
-            path,
+            resolved: path,
             dir,
             name,
             meta,
@@ -83,11 +83,11 @@ impl Target {
     /// Reads the target's metadata again (under the lock, where it cannot change under a
     /// durafile writer) and checks it is still a regular file or absent.
     pub(crate) fn refresh(&mut self) -> Result<()> {
-        self.meta = match fs::symlink_metadata(&self.path) {
+        self.meta = match fs::symlink_metadata(&self.resolved) {
             Ok(meta) if meta.is_file() => Some(meta),
             Ok(meta) => {
                 return Err(Error::NotRegularFile {
-                    path: self.path.clone(),
+                    path: self.resolved.clone(),
                     kind: kind_of(&meta),
                 });
             }
@@ -134,7 +134,7 @@ mod tests {
         symlink("real/f.json", dir.path().join("l1")).unwrap();
         symlink(dir.path().join("l1"), dir.path().join("l2")).unwrap();
         let t = Target::resolve(&dir.path().join("l2")).unwrap();
-        assert_eq!(t.path, dir.path().join("real/f.json"));
+        assert_eq!(t.resolved, dir.path().join("real/f.json"));
         assert_eq!(t.dir, dir.path().join("real"));
         assert!(t.meta.is_some());
     }
@@ -144,7 +144,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         symlink("new.json", dir.path().join("link")).unwrap();
         let t = Target::resolve(&dir.path().join("link")).unwrap();
-        assert_eq!(t.path, dir.path().join("new.json"));
+        assert_eq!(t.resolved, dir.path().join("new.json"));
         assert!(t.meta.is_none());
     }
 
