@@ -246,24 +246,41 @@ impl AtomicFile {
     }
 }
 
+/// Write errors carry a [`durafile::Error`](Error) inside the `io::Error` (with the OS
+/// error's kind), so their message names the step and the path, and
+/// `e.get_ref()?.downcast_ref::<durafile::Error>()` gets it back. After the first error every
+/// write, flush and the commit fail: the temp file is incomplete.
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(e) = &self.failed {
-            return Err(copy_error(e));
-        }
+        self.check()?;
         let result = fault::point("durafile::write").and_then(|()| self.out.write(buf));
-        result.inspect_err(|e| self.failed = Some(copy_error(e)))
+        result.map_err(|e| self.fail(e))
     }
 
     /// Pushes buffered bytes to the temp file. This makes nothing durable or visible: only
     /// [`AtomicFile::commit`] does.
     fn flush(&mut self) -> io::Result<()> {
-        if let Some(e) = &self.failed {
-            return Err(copy_error(e));
+        self.check()?;
+        self.out.flush().map_err(|e| self.fail(e))
+    }
+}
+
+impl AtomicFile {
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(e) => Err(self.wrap(copy_error(e))),
+            None => Ok(()),
         }
-        self.out
-            .flush()
-            .inspect_err(|e| self.failed = Some(copy_error(e)))
+    }
+
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        let returned = self.wrap(copy_error(&e));
+        self.failed = Some(e);
+        returned
+    }
+
+    fn wrap(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), self.at(Step::Write)(e))
     }
 }
 

@@ -143,7 +143,7 @@ pub enum Error {
 
     /// The lock was not acquired within the timeout.
     #[error(
-        "lock {}: still held by another writer after {:.1?} (retry later, or find the holder with `fuser {}`)",
+        "lock {}: still held elsewhere after {:.1?} (retry later, or find the holder with `fuser {}`)",
         path.display(),
         waited,
         lock_file.display()

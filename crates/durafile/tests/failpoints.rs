@@ -116,7 +116,15 @@ fn failed_stream_write_cannot_be_committed() {
     file.write_all(b"[1,").unwrap();
     fail::cfg("durafile::write", "1*return(ENOSPC)").unwrap();
     let err = file.write_all(b"2,").unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+    assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+    let inner = err
+        .get_ref()
+        .unwrap()
+        .downcast_ref::<durafile::Error>()
+        .unwrap();
+    assert_eq!(inner.step(), Some(Step::Write));
+    assert_eq!(inner.path(), path);
+    assert!(err.to_string().contains("free space"), "{err}");
     fail::remove("durafile::write");
     // The caller ignores the error and carries on: the file still refuses to publish.
     assert!(file.write_all(b"3]").is_err());

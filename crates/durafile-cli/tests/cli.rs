@@ -1,0 +1,322 @@
+//! The `durafile` command as a user runs it: real processes, real files, exit statuses and
+//! the one-line error format.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_durafile");
+
+fn durafile(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The directory holds exactly `expected`: no temp file left, nothing else created.
+fn assert_listing(dir: &Path, expected: &[&str]) {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, expected);
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn write_then_cat_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    let out = durafile(&["write", p(&file), "--json"], b"{\"a\": [1, 2]}\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = durafile(&["cat", p(&file)], b"");
+    assert_eq!(out.stdout, b"{\"a\": [1, 2]}\n");
+    assert_listing(dir.path(), &[".state.json.lock", "state.json"]);
+}
+
+#[test]
+fn invalid_json_is_refused_and_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    fs::write(&file, "{\"ok\":true}").unwrap();
+    for bad in [&b"{\"a\":"[..], b"", b"{} {}", b"[1,]"] {
+        let out = durafile(&["write", p(&file), "--json"], bad);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("durafile: write {}: ", file.display())),
+            "{err}"
+        );
+        assert!(
+            err.contains("not valid JSON") && err.contains("unchanged"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(fs::read(&file).unwrap(), b"{\"ok\":true}");
+    }
+    assert_listing(dir.path(), &[".state.json.lock", "state.json"]);
+}
+
+#[test]
+fn mode_and_durability_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    for level in ["full", "consistent", "none"] {
+        let out = durafile(
+            &["write", p(&file), "--mode", "640", "--durability", level],
+            level.as_bytes(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(fs::read(&file).unwrap(), level.as_bytes());
+    }
+    let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // Without --mode the mode is kept.
+    durafile(&["write", p(&file)], b"x");
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_operation_errors_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    for args in [
+        &["write", p(&file), "--durability", "sometimes"][..],
+        &["write", p(&file), "--mode", "888"],
+        &["lock", p(&file)],
+        &["frobnicate"],
+    ] {
+        assert_eq!(durafile(args, b"").status.code(), Some(2), "{args:?}");
+    }
+    let missing = dir.path().join("no/such/dir/f");
+    let out = durafile(&["write", p(&missing)], b"x");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("durafile: lock {}: ", missing.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("os error 2") && err.contains("create it first"),
+        "{err}"
+    );
+
+    let out = durafile(&["cat", p(&dir.path().join("absent"))], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("durafile: read "));
+    assert!(
+        Command::new(BIN)
+            .arg("--help")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn directory_target_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = durafile(&["write", p(dir.path())], b"x");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("directory, not a regular file"));
+}
+
+#[test]
+fn update_replaces_with_command_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("counter.json");
+    for _ in 0..3 {
+        let out = durafile(
+            &[
+                "update",
+                p(&file),
+                "--json",
+                "--",
+                "jq",
+                "-c",
+                "-n",
+                "(input? // {n:0}) | .n += 1",
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(fs::read_to_string(&file).unwrap(), "{\"n\":3}\n");
+}
+
+#[test]
+fn failed_command_or_invalid_output_leaves_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    fs::write(&file, "{\"n\":1}").unwrap();
+    let cases: &[(&[&str], Option<i32>, &str)] = &[
+        (&["sh", "-c", "echo '{\"n\":2}'; exit 3"], Some(3), "failed"),
+        (&["sh", "-c", "echo '{\"n\":'"], Some(1), "not valid JSON"),
+        (&["sh", "-c", "kill -9 $$"], Some(137), "failed"),
+        (
+            &["no-such-command-here"],
+            Some(127),
+            "run `no-such-command-here`",
+        ),
+    ];
+    for (cmd, code, says) in cases {
+        let mut args = vec!["update", p(&file), "--json", "--"];
+        args.extend_from_slice(cmd);
+        let out = durafile(&args, b"");
+        assert_eq!(out.status.code(), *code, "{cmd:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{cmd:?}: {}", stderr(&out));
+        assert_eq!(fs::read(&file).unwrap(), b"{\"n\":1}", "{cmd:?}");
+    }
+    assert_listing(dir.path(), &[".state.json.lock", "state.json"]);
+}
+
+#[test]
+fn update_streams_content_the_command_does_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big");
+    fs::write(&file, vec![b'x'; 8 << 20]).unwrap();
+    let out = durafile(&["update", p(&file), "--", "echo", "small"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read(&file).unwrap(), b"small\n");
+}
+
+/// 8 processes x 200 increments through `durafile update`, starting from no file at all.
+#[test]
+fn concurrent_updates_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("counter.json");
+    // The increment in plain sh, so the test measures durafile and not jq's start-up.
+    let increment = r#"IFS= read -r line; n=${line#*:}; n=${n%\}}; echo "{\"n\":$((${n:-0}+1))}""#;
+    let script = format!(
+        "for i in $(seq 200); do {BIN} update '{}' --json --durability consistent -- sh -c '{}' || exit 1; done",
+        p(&file),
+        increment.replace('\'', r"'\''")
+    );
+    let children: Vec<_> = (0..8)
+        .map(|_| Command::new("sh").arg("-c").arg(&script).spawn().unwrap())
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(fs::read_to_string(&file).unwrap(), "{\"n\":1600}\n");
+    assert_listing(dir.path(), &[".counter.json.lock", "counter.json"]);
+}
+
+#[test]
+fn lock_runs_command_with_its_status_and_excludes_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    let out = durafile(&["lock", p(&file), "--", "sh", "-c", "exit 7"], b"");
+    assert_eq!(out.status.code(), Some(7));
+
+    // While `lock` holds the exclusive lock, a write with a timeout gives up.
+    let mut holder = Command::new(BIN)
+        .args(["lock", p(&file), "--", "sh", "-c", "echo held; sleep 2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "held\n");
+    let start = Instant::now();
+    let out = durafile(&["write", p(&file), "--timeout", "0.2"], b"x");
+    let waited = start.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("still held elsewhere after"), "{err}");
+    assert!(
+        waited >= Duration::from_millis(200),
+        "gave up after {waited:?}"
+    );
+    assert!(!file.exists());
+    // A shared lock does not wait for another shared holder... but does for the exclusive one.
+    let out = durafile(
+        &["lock", "--shared", "--timeout", "0", p(&file), "--", "true"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // SIGKILL freed the lock at once.
+    let out = durafile(&["write", p(&file), "--timeout", "0"], b"x");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn shared_locks_run_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    let inner = format!("{BIN} lock --shared --timeout 0 '{}' -- true", p(&file));
+    let out = durafile(
+        &["lock", "--shared", p(&file), "--", "sh", "-c", &inner],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inner = format!("{BIN} lock --timeout 0 '{}' -- true", p(&file));
+    let out = durafile(
+        &["lock", "--shared", p(&file), "--", "sh", "-c", &inner],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exclusive inside shared must fail"
+    );
+}
+
+#[test]
+fn flock_on_the_lock_file_excludes_durafile() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    let lock_file = dir.path().join(".f.lock");
+    let inner = format!("{BIN} write --timeout 0 '{}' < /dev/null", p(&file));
+    let out = Command::new("flock")
+        .args([p(&lock_file), "sh", "-c", &inner])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "durafile must honour flock(1)");
+}
+
+#[test]
+fn cat_survives_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big");
+    fs::write(&file, vec![b'y'; 4 << 20]).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{BIN} cat '{}' | head -c 1 >/dev/null", p(&file)))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("durafile:"),
+        "{out:?}"
+    );
+}
