@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# durafile's main job on a real example: keep an application's JSON state file safe while
+# many processes update it at once. Run from the repository root after `cargo build --release`.
+set -euo pipefail
+bin=${DURAFILE:-target/release/durafile}
+dir=target/demo
+mkdir -p "$dir"
+state=$dir/state.json
+
+echo "1. Install the initial state atomically, refusing anything that is not JSON:"
+"$bin" write "$state" --json < examples/state.json
+echo '{"truncated": ' | "$bin" write "$state" --json || echo "   (refused, and $state is unchanged)"
+
+echo "2. 8 processes x 25 concurrent read-modify-writes with jq, under durafile's lock:"
+before=$(jq .launches "$state")
+for _ in $(seq 8); do
+  (for _ in $(seq 25); do "$bin" update "$state" --json -- jq '.launches += 1'; done) &
+done
+wait
+after=$(jq .launches "$state")
+echo "   launches: $before -> $after (expected $((before + 200)): no update lost)"
+[ "$after" -eq $((before + 200)) ]
+
+echo "3. Hold the lock from the shell while another writer waits, then gives up:"
+"$bin" lock "$state" -- sh -c "'$bin' write '$state' --timeout 0.3 < examples/state.json" \
+  || echo "   (the writer timed out; $state is unchanged)"
+
+echo "4. The result, and the directory (the hidden .lock file stays; no temp file remains):"
+"$bin" cat "$state" | jq -c '{launches, cursor}'
+ls -A "$dir"
