@@ -66,6 +66,11 @@ pub mod recover;
 mod sys;
 mod target;
 
+/// The README's examples, compiled and run as doctests so they cannot fall behind the code.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use atomic::{AtomicFile, update, write};
 pub use error::{Error, Result, Step};
 pub use names::is_temp_name;
