@@ -24,6 +24,9 @@
 //! 7. Rename it over the target, only if every step before succeeded.
 //! 8. fsync the directory, for [`Durability::Full`].
 //!
+//! With a checksum sidecar, steps 7 and 8 sit inside the [pair protocol](crate::checksum):
+//! the sidecar lists old and new digests before the rename and only the new one after.
+//!
 //! An fsync error is final for that write: Linux may drop the dirty pages after reporting it
 //! once, so a retried fsync can "succeed" with the data lost. durafile never retries it and
 //! never renames after it; it removes the temp file and reports the error, and the caller can
@@ -34,16 +37,19 @@
 //! The target's ACLs, extended attributes and hard links: the new content is a new inode, so
 //! other hard links to the old inode keep the old content.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::checksum::{self, Digest, Hasher, Phase};
 use crate::error::{Error, Result, Step};
 use crate::fault;
 use crate::lock::{self, FileLock, LockMode};
 use crate::names;
 use crate::options::{Durability, Options};
+use crate::read;
 use crate::sys;
 use crate::target::Target;
 
@@ -97,7 +103,18 @@ pub struct AtomicFile {
     /// only once it has been renamed or removed, so that `Drop` cleans up after any error
     /// or panic part-way through a commit.
     temp_pending: bool,
+    /// Set when the target gets a checksum sidecar (see [`crate::checksum`]).
+    checksum: Option<Checksum>,
     _lock: FileLock,
+}
+
+#[derive(Debug)]
+struct Checksum {
+    /// Hashes the new content as it is written.
+    hasher: Hasher,
+    /// The digests the sidecar lists now; `None` when there is no usable sidecar, and the
+    /// old content (if any) must be hashed before the pair protocol begins.
+    old: Option<Vec<Digest>>,
 }
 
 impl AtomicFile {
@@ -124,7 +141,18 @@ impl AtomicFile {
             (None, Some(meta)) => meta.permissions().mode() & 0o7777,
             (None, None) => 0o666 & !sys::umask(),
         };
-        let (file, temp) = create_temp(&target)?;
+        let checksum = match checksum::read_sidecar(&target) {
+            Ok(Some(listed)) => Some(Some(listed)),
+            Ok(None) => opts.get_checksum().then_some(None),
+            // A sidecar that is not ours to read is replaced with a correct one.
+            Err(Error::BadChecksumFile { .. }) => Some(None),
+            Err(e) => return Err(e),
+        }
+        .map(|old| Checksum {
+            hasher: Hasher::default(),
+            old,
+        });
+        let (file, temp) = create_temp(&target, &target.name)?;
         Ok(AtomicFile {
             target,
             temp,
@@ -133,6 +161,7 @@ impl AtomicFile {
             mode,
             failed: None,
             temp_pending: true,
+            checksum,
             _lock: lock,
         })
     }
@@ -149,6 +178,8 @@ impl AtomicFile {
 
     /// The target's current content, `None` if it does not exist yet. The lock held since
     /// [`AtomicFile::new`] guarantees that no durafile writer changes it before the commit.
+    /// When the target has a checksum sidecar the content is verified first, so an update
+    /// never builds on corrupt data ([`Error::ChecksumMismatch`]).
     ///
     /// # Examples
     ///
@@ -167,20 +198,26 @@ impl AtomicFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_current(&self) -> Result<Option<Vec<u8>>> {
-        match fs::read(&self.target.resolved) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.at(Step::Read)(e)),
-        }
+        self.current(|target, opts| read::read_target(target, opts))
     }
 
     /// The target opened for reading, `None` if it does not exist yet: the streaming form of
-    /// [`AtomicFile::read_current`], for content too large to hold in memory.
+    /// [`AtomicFile::read_current`], for content too large to hold in memory (verified the
+    /// same way, by a first pass over the open file).
     pub fn open_current(&self) -> Result<Option<File>> {
-        match File::open(&self.target.resolved) {
-            Ok(file) => Ok(Some(file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.at(Step::Read)(e)),
+        self.current(|target, opts| read::open_target(target, opts))
+    }
+
+    /// The current content through `load`, verified against the sidecar when there is one.
+    fn current<T>(&self, load: impl Fn(&Target, &Options) -> Result<T>) -> Result<Option<T>> {
+        if self.target.meta.is_none() {
+            return Ok(None);
+        }
+        // The exclusive lock already keeps writers out; the shared one would deadlock.
+        let opts = Options::new().lock_timeout(std::time::Duration::ZERO);
+        match load(&self.target, &opts) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            other => other.map(Some),
         }
     }
 
@@ -196,6 +233,7 @@ impl AtomicFile {
     pub fn commit(mut self) -> Result<()> {
         // On an error return, `Drop` removes the temp file.
         self.prepare()?;
+        let finish = self.begin_checksum()?;
         fault::point("durafile::before_rename")
             .and_then(|()| fs::rename(&self.temp, &self.target.resolved))
             .map_err(self.at(Step::Rename))?;
@@ -205,7 +243,39 @@ impl AtomicFile {
                 .and_then(|()| sys::sync_dir(&self.target.dir))
                 .map_err(self.at(Step::SyncDir))?;
         }
+        if let Some(digest) = finish {
+            let sync = self.durability != Durability::None;
+            checksum::write_sidecar(&self.target, &[digest], Phase::Finish, sync)?;
+        }
         Ok(())
+    }
+
+    /// The first half of the checksum pair protocol: make the sidecar list the new digest
+    /// beside the old ones. Returns the new digest when the sidecar must be reduced to it
+    /// after the rename.
+    fn begin_checksum(&mut self) -> Result<Option<Digest>> {
+        let Some(Checksum { hasher, old }) = self.checksum.take() else {
+            return Ok(None);
+        };
+        let new = hasher.finish();
+        let mut listed = match old {
+            Some(listed) => listed,
+            None => match File::open(&self.target.resolved) {
+                Ok(file) => {
+                    vec![checksum::hash_reader(file).map_err(self.at(Step::ChecksumBegin))?]
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(self.at(Step::ChecksumBegin)(e)),
+            },
+        };
+        if listed == [new] {
+            return Ok(None);
+        }
+        listed.retain(|d| *d != new);
+        listed.push(new);
+        let sync = self.durability != Durability::None;
+        checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync)?;
+        Ok(Some(new))
     }
 
     /// Drops the new content and removes the temp file, reporting a failure to remove it
@@ -254,7 +324,15 @@ impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
         let result = fault::point("durafile::write").and_then(|()| self.out.write(buf));
-        result.map_err(|e| self.fail(e))
+        match result {
+            Ok(n) => {
+                if let Some(c) = &mut self.checksum {
+                    c.hasher.update(&buf[..n]);
+                }
+                Ok(n)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Pushes buffered bytes to the temp file. This makes nothing durable or visible: only
@@ -293,11 +371,12 @@ impl Drop for AtomicFile {
     }
 }
 
-/// Creates and flocks a fresh temp file beside the target.
-fn create_temp(target: &Target) -> Result<(File, PathBuf)> {
+/// Creates and flocks a fresh temp file for `name` (the target's or its sidecar's) in the
+/// target's directory.
+pub(crate) fn create_temp(target: &Target, name: &OsStr) -> Result<(File, PathBuf)> {
     let fail = |e| Error::io(Step::CreateTemp, &target.given, e);
     for _ in 0..CREATE_ATTEMPTS {
-        let temp = target.sibling(names::temp_name(&target.name));
+        let temp = target.sibling(names::temp_name(name));
         let file = match sys::create_private(&temp) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -50,6 +50,12 @@ pub enum Step {
     ReadDir,
     /// Removing a temp file.
     Remove,
+    /// Recording the new digest beside the old one in the checksum sidecar, before the rename.
+    ChecksumBegin,
+    /// Reducing the checksum sidecar to the new digest, after the rename.
+    ChecksumFinish,
+    /// Reading the checksum sidecar to verify a file.
+    Verify,
 }
 
 impl Step {
@@ -67,6 +73,9 @@ impl Step {
             Step::Read => "read",
             Step::ReadDir => "list",
             Step::Remove => "remove",
+            Step::ChecksumBegin => "record the checksum of",
+            Step::ChecksumFinish => "finish the checksum of",
+            Step::Verify => "verify",
         }
     }
 
@@ -81,6 +90,7 @@ impl Step {
                 | Step::Write
                 | Step::SetPermissions
                 | Step::Sync
+                | Step::ChecksumBegin
                 | Step::Rename
         )
     }
@@ -157,6 +167,51 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// The content matches none of the digests its checksum sidecar lists: it was changed
+    /// outside durafile, or the disk corrupted it.
+    #[error(
+        "verify {}: content does not match its checksum (expected {}, found {}): it was changed outside durafile or is corrupt (restore it from a backup; `durafile recover` lists every damaged file)",
+        path.display(),
+        expected.join(" or "),
+        actual
+    )]
+    ChecksumMismatch {
+        /// The data file.
+        path: PathBuf,
+        /// The digests the sidecar lists, in hex.
+        expected: Vec<String>,
+        /// The digest of the content found, in hex.
+        actual: String,
+    },
+
+    /// Checksums are required ([`crate::Options::checksum`]) and the file has no sidecar.
+    #[error(
+        "verify {}: checksums are required and {} is missing (restore it, or rewrite the file with checksums on)",
+        path.display(),
+        sidecar.display()
+    )]
+    MissingChecksum {
+        /// The data file.
+        path: PathBuf,
+        /// The sidecar that should exist.
+        sidecar: PathBuf,
+    },
+
+    /// The checksum sidecar is not in `sha256sum` format for this file.
+    #[error(
+        "verify {}: the checksum file {} is malformed: {reason} (restore it, or delete it and rewrite the data with checksums on)",
+        path.display(),
+        sidecar.display()
+    )]
+    BadChecksumFile {
+        /// The data file.
+        path: PathBuf,
+        /// The malformed sidecar.
+        sidecar: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The calling thread already holds the lock on this path; taking it again would deadlock.
     #[error(
         "lock {}: this thread already holds this file's lock, and taking it again would deadlock (use the guard you hold)",
@@ -184,6 +239,9 @@ impl Error {
             Error::NotRegularFile { .. } => Some(Step::Inspect),
             Error::NoFileName { .. } => Some(Step::Resolve),
             Error::LockTimeout { .. } | Error::AlreadyLocked { .. } => Some(Step::Lock),
+            Error::ChecksumMismatch { .. }
+            | Error::MissingChecksum { .. }
+            | Error::BadChecksumFile { .. } => Some(Step::Verify),
         }
     }
 
@@ -194,7 +252,10 @@ impl Error {
             | Error::NotRegularFile { path, .. }
             | Error::NoFileName { path }
             | Error::LockTimeout { path, .. }
-            | Error::AlreadyLocked { path } => path,
+            | Error::AlreadyLocked { path }
+            | Error::ChecksumMismatch { path, .. }
+            | Error::MissingChecksum { path, .. }
+            | Error::BadChecksumFile { path, .. } => path,
         }
     }
 
@@ -223,6 +284,10 @@ impl From<Error> for io::Error {
             Error::NoFileName { .. } => io::ErrorKind::InvalidInput,
             Error::LockTimeout { .. } => io::ErrorKind::TimedOut,
             Error::AlreadyLocked { .. } => io::ErrorKind::Deadlock,
+            Error::ChecksumMismatch { .. } | Error::BadChecksumFile { .. } => {
+                io::ErrorKind::InvalidData
+            }
+            Error::MissingChecksum { .. } => io::ErrorKind::NotFound,
         };
         io::Error::new(kind, err)
     }
@@ -259,7 +324,7 @@ impl fmt::Display for Hint<'_> {
             Some(
                 "the new content is in place but its durability is unknown: it may not survive a power loss",
             )
-        } else if step.leaves_target_untouched() && step != Step::Read && step != Step::Resolve {
+        } else if step.leaves_target_untouched() && !matches!(step, Step::Read | Step::Resolve) {
             Some("the target is unchanged")
         } else {
             None

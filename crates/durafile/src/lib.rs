@@ -43,12 +43,14 @@
 //! # Files beside the target
 //!
 //! For a target `dir/NAME`, durafile creates `dir/.NAME.lock` (the lock, kept for good; see
-//! [`lock`]) and, while a write is in flight, `dir/.NAME.XXXXXXXXXX.tmp`.
+//! [`lock`]), `dir/NAME.sha256` with checksums on (see [`checksum`]) and, while a write is in
+//! flight, `dir/.NAME.XXXXXXXXXX.tmp` (and `dir/.NAME.sha256.XXXXXXXXXX.tmp`).
 //!
 //! # Modules
 //!
 //! - [`atomic`]: the replace itself, [`write`], [`update`], [`AtomicFile`].
 //! - [`lock`]: exclusive and shared locks across threads and processes.
+//! - [`checksum`]: SHA-256 sidecars that stay consistent through crashes.
 //! - [`read()`]: reading, optionally under the shared lock.
 //! - [`recover`]: cleaning up after a crash.
 //! - [`error`]: one [`Error`] type with step, path, cause and advice.
@@ -56,6 +58,7 @@
 #![deny(missing_docs)]
 
 pub mod atomic;
+pub mod checksum;
 pub mod error;
 mod fault;
 pub mod lock;
@@ -75,4 +78,4 @@ pub use atomic::{AtomicFile, update, write};
 pub use error::{Error, Result, Step};
 pub use names::is_temp_name;
 pub use options::{Durability, Options, ParseDurabilityError};
-pub use read::read;
+pub use read::{open, read};

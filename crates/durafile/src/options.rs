@@ -99,6 +99,7 @@ pub struct Options {
     mode: Option<u32>,
     lock_timeout: Option<Duration>,
     lock_reads: bool,
+    checksum: bool,
 }
 
 impl Options {
@@ -139,6 +140,18 @@ impl Options {
         self
     }
 
+    /// Keeps a SHA-256 sidecar (`NAME.sha256`, `sha256sum` format) for every file written, and
+    /// makes a read of a file without one an error ([`crate::Error::MissingChecksum`]).
+    ///
+    /// Without it, durafile still verifies reads of files that have a sidecar and keeps an
+    /// existing sidecar up to date on writes; it just does not create one. See
+    /// [`crate::checksum`] for the protocol.
+    #[must_use]
+    pub fn checksum(mut self, yes: bool) -> Options {
+        self.checksum = yes;
+        self
+    }
+
     /// The durability level.
     pub fn get_durability(&self) -> Durability {
         self.durability
@@ -152,6 +165,11 @@ impl Options {
     /// The lock timeout, if any.
     pub fn get_lock_timeout(&self) -> Option<Duration> {
         self.lock_timeout
+    }
+
+    /// Whether writes keep a checksum sidecar and reads require one.
+    pub fn get_checksum(&self) -> bool {
+        self.checksum
     }
 
     /// Whether reads take the shared lock.

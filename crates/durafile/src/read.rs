@@ -1,23 +1,28 @@
 //! Reading a file that durafile writers replace.
 //!
 //! Because every replace is a rename, a plain read always sees one complete version: it opens
-//! either the old inode or the new one. With [`Options::lock_reads`] the read also takes the
-//! path's shared lock, which makes it wait until a writer's whole read-modify-write is done.
+//! either the old inode or the new one. When the file has a checksum sidecar the content is
+//! verified against it (see [`crate::checksum`] for why this needs no lock). With
+//! [`Options::lock_reads`] the read also takes the path's shared lock, which makes it wait
+//! until a writer's whole read-modify-write is done.
 
-use std::fs;
+use std::fs::File;
 use std::path::Path;
 
+use crate::checksum;
 use crate::error::{Error, Result, Step};
-use crate::lock::{self, LockMode};
+use crate::lock::{self, FileLock, LockMode};
 use crate::options::Options;
 use crate::target::Target;
 
-/// Reads the whole of `path`.
+/// Reads the whole of `path`, verified when it has a checksum sidecar.
 ///
 /// # Errors
 ///
-/// At [`Step::Read`] with the OS error (NotFound for a missing file), or at [`Step::Lock`]
-/// when [`Options::lock_reads`] is set and the shared lock is not had in time.
+/// At [`Step::Read`] with the OS error (NotFound for a missing file);
+/// [`Error::ChecksumMismatch`] when the content is not what durafile wrote;
+/// [`Error::MissingChecksum`] when [`Options::checksum`] requires a sidecar and there is none;
+/// at [`Step::Lock`] when [`Options::lock_reads`] is set and the shared lock is not had in time.
 ///
 /// # Examples
 ///
@@ -26,21 +31,77 @@ use crate::target::Target;
 ///
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("state.json");
-/// durafile::write(&path, b"{}", &Options::new())?;
+/// durafile::write(&path, b"{}", &Options::new().checksum(true))?;
 /// assert_eq!(durafile::read(&path, &Options::new().lock_reads(true))?, b"{}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn read(path: impl AsRef<Path>, opts: &Options) -> Result<Vec<u8>> {
-    let path = path.as_ref();
-    let _lock = if opts.get_lock_reads() {
-        let target = Target::resolve(path)?;
-        Some(lock::lock_target(
-            &target,
-            LockMode::Shared,
-            opts.get_lock_timeout(),
-        )?)
-    } else {
-        None
-    };
-    fs::read(path).map_err(|e| Error::io(Step::Read, path, e))
+    let target = Target::resolve(path.as_ref())?;
+    let _lock = shared_lock(&target, opts)?;
+    read_target(&target, opts)
+}
+
+/// Opens `path` for reading, after verifying its whole content against its checksum sidecar
+/// when it has one; the file is rewound, so what the caller reads is what was verified (the
+/// open descriptor keeps that version even if a writer replaces the path meanwhile). Memory
+/// use does not grow with the file's size.
+///
+/// # Errors
+///
+/// As [`read()`].
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Read;
+/// use durafile::Options;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("big.log");
+/// durafile::write(&path, b"line\n", &Options::new().checksum(true))?;
+/// let mut text = String::new();
+/// durafile::open(&path, &Options::new())?.read_to_string(&mut text)?;
+/// assert_eq!(text, "line\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<File> {
+    let target = Target::resolve(path.as_ref())?;
+    let _lock = shared_lock(&target, opts)?;
+    open_target(&target, opts)
+}
+
+fn shared_lock(target: &Target, opts: &Options) -> Result<Option<FileLock>> {
+    if !opts.get_lock_reads() {
+        return Ok(None);
+    }
+    lock::lock_target(target, LockMode::Shared, opts.get_lock_timeout()).map(Some)
+}
+
+fn needs_verify(target: &Target, opts: &Options) -> bool {
+    opts.get_checksum()
+        || target
+            .sibling(checksum::sidecar_name(&target.name))
+            .exists()
+}
+
+pub(crate) fn read_target(target: &Target, opts: &Options) -> Result<Vec<u8>> {
+    if needs_verify(target, opts) {
+        return checksum::verified(target, opts, checksum::read_hashed).map(|(bytes, ..)| bytes);
+    }
+    std::fs::read(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e))
+}
+
+pub(crate) fn open_target(target: &Target, opts: &Options) -> Result<File> {
+    let open = || File::open(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e));
+    if !needs_verify(target, opts) {
+        return open();
+    }
+    // The verified pass and the caller's read must be the same inode: keep the one we hashed.
+    let mut kept = None;
+    checksum::verified(target, opts, |file| {
+        let hashed = checksum::hash_and_rewind(file)?;
+        kept = Some(file.try_clone()?);
+        Ok(hashed)
+    })?;
+    Ok(kept.expect("verified loaded a file"))
 }

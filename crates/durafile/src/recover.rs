@@ -1,4 +1,7 @@
-//! Recovery after a crash: finding and removing the temp files that killed writers left.
+//! Recovery after a crash: removing the temp files that killed writers left, completing
+//! interrupted checksum transitions, and listing (never deleting) damaged files.
+//!
+//! # Orphan temp files
 //!
 //! A writer holds a flock on its temp file from the moment it creates it until it renames or
 //! removes it, and the kernel drops that lock the instant the writer dies. So a temp file
@@ -9,12 +12,16 @@
 //! temp file that the file is still linked; so a writer that created a temp file an instant
 //! before this scan saw it can never lose it unknowingly (it starts over with a new name).
 
-use std::fs::{self, TryLockError};
+use std::fs::{self, File, TryLockError};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::checksum::{self, Phase};
 use crate::error::{Error, Result, Step};
+use crate::lock::{self, LockMode};
 use crate::names;
 use crate::sys;
+use crate::target::Target;
 
 /// What [`clean_orphans`] found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,6 +55,10 @@ pub struct Orphans {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn clean_orphans(dir: &Path) -> Result<Orphans> {
+    orphans(dir, true)
+}
+
+fn orphans(dir: &Path, remove: bool) -> Result<Orphans> {
     let mut found = Orphans::default();
     let entries = fs::read_dir(dir).map_err(|e| Error::io(Step::ReadDir, dir, e))?;
     for entry in entries {
@@ -78,8 +89,109 @@ pub fn clean_orphans(dir: &Path) -> Result<Orphans> {
                 .is_ok_and(|f| sys::file_id(&f) == sys::file_id(&m))
         });
         if same {
-            fs::remove_file(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
+            if remove {
+                fs::remove_file(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
+            }
             found.removed.push(path);
+        }
+    }
+    Ok(found)
+}
+
+/// What [`recover`] did, or with `dry_run` would do, in a directory.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Temp files of dead writers and live writers' ones, as [`clean_orphans`] reports them.
+    pub orphans: Orphans,
+    /// Sidecars that listed more than one digest (an interrupted write), reduced to the
+    /// digest of the current content.
+    pub checksums_completed: Vec<PathBuf>,
+    /// Sidecars whose data file does not exist (a first write interrupted before its
+    /// rename), removed.
+    pub stale_checksums: Vec<PathBuf>,
+    /// Files that fail verification. Listed for a person to restore, never changed.
+    pub damaged: Vec<Error>,
+}
+
+/// Recovers `dir` (not its subdirectories) after a crash: removes orphan temp files,
+/// completes interrupted checksum transitions, and lists the files whose content matches
+/// none of their sidecar's digests. With `dry_run`, reports all that and changes nothing.
+///
+/// Each checksummed file is examined under its exclusive lock, so recovery can run while
+/// the application does: it waits for a writer in progress rather than judging its files
+/// half-way.
+///
+/// # Errors
+///
+/// Only for the directory as a whole (it cannot be listed, a lock cannot be taken, a sidecar
+/// cannot be rewritten); a damaged file is a finding in [`Recovery::damaged`], not an error.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::Options;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("state.json");
+/// durafile::write(&path, b"{}", &Options::new().checksum(true))?;
+/// std::fs::write(&path, b"{\"tampered\":1}")?;
+/// let found = durafile::recover::recover(dir.path(), false)?;
+/// assert_eq!(found.damaged.len(), 1);
+/// assert_eq!(std::fs::read(&path)?, b"{\"tampered\":1}", "listed, never changed");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn recover(dir: &Path, dry_run: bool) -> Result<Recovery> {
+    let mut found = Recovery {
+        orphans: orphans(dir, !dry_run)?,
+        ..Recovery::default()
+    };
+    let mut sidecars: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| Error::io(Step::ReadDir, dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(checksum::data_name_of).is_some())
+        .collect();
+    sidecars.sort();
+    for sidecar in sidecars {
+        let data = checksum::data_name_of(sidecar.file_name().expect("listed")).expect("filtered");
+        let target = match Target::resolve(&dir.join(data)) {
+            Ok(t) if t.sibling(checksum::sidecar_name(&t.name)) == sidecar => t,
+            // The data path is a symlink elsewhere or not a file: this sidecar is not its.
+            _ => continue,
+        };
+        let _lock = lock::lock_target(&target, LockMode::Exclusive, None)?;
+        let listed = match checksum::read_sidecar(&target) {
+            Ok(Some(listed)) => listed,
+            Ok(None) => continue,
+            Err(e) => {
+                found.damaged.push(e);
+                continue;
+            }
+        };
+        let digest = match File::open(&target.resolved).and_then(checksum::hash_reader) {
+            Ok(digest) => digest,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !dry_run {
+                    fs::remove_file(&sidecar).map_err(|e| Error::io(Step::Remove, &sidecar, e))?;
+                }
+                found.stale_checksums.push(sidecar);
+                continue;
+            }
+            Err(e) => {
+                found.damaged.push(Error::io(Step::Read, &target.given, e));
+                continue;
+            }
+        };
+        if !listed.contains(&digest) {
+            found.damaged.push(Error::ChecksumMismatch {
+                path: target.given.clone(),
+                expected: listed.iter().map(checksum::to_hex).collect(),
+                actual: checksum::to_hex(&digest),
+            });
+        } else if listed.len() > 1 {
+            if !dry_run {
+                checksum::write_sidecar(&target, &[digest], Phase::Finish, true)?;
+            }
+            found.checksums_completed.push(sidecar);
         }
     }
     Ok(found)
