@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use durafile::checksum::Verification;
 use durafile::{AtomicFile, Durability, Options};
 
 use common::{Rng, heard, names, say, spawn_child, temp_files, versioned_json};
@@ -118,6 +119,63 @@ fn sigkill_at_random_moments_never_tears_the_file() {
     assert_whole_version(&path, &[current], kills);
 }
 
+/// The same crash loop with checksums on, and smaller files so that more kills land inside
+/// the sidecar steps: `verify` must never report a mismatch, and `recover` must leave each
+/// sidecar listing exactly the digest of the current content.
+#[test]
+fn sigkill_of_a_checksumming_writer_never_raises_a_false_alarm() {
+    let kills: u64 = std::env::var("DURAFILE_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut rng = Rng::from_env("DURAFILE_CHECKSUM_CRASH_SEED");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let sidecar = dir.path().join("state.json.sha256");
+    let mut pending_seen = 0;
+    for round in 0..kills {
+        let level = ["full", "consistent", "none"][(round % 3) as usize];
+        let child = spawn_child(
+            "child_entry",
+            "writer",
+            &[
+                ("TARGET", path.display().to_string()),
+                ("FIRST", ((round + 1) * 1_000_000).to_string()),
+                ("LEVEL", level.to_string()),
+                ("CHECKSUM", "1".to_string()),
+                ("ITEMS", "2000".to_string()),
+            ],
+        );
+        std::thread::sleep(Duration::from_micros(rng.below(40_000)));
+        child.kill();
+        match durafile::checksum::verify(&path) {
+            Ok(Verification::Match { pending, .. }) => pending_seen += usize::from(pending),
+            // Killed before its very first rename.
+            Err(e) if !path.exists() => assert!(e.to_string().contains("No such file")),
+            Ok(Verification::NoChecksum) if !sidecar.exists() => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+        if round % 10 == 9 {
+            let found = durafile::recover::recover(dir.path(), false).unwrap();
+            assert!(
+                found.damaged.is_empty(),
+                "round {round}: {:?}",
+                found.damaged
+            );
+            if path.exists() {
+                let digest = durafile::checksum::hash_reader(fs::File::open(&path).unwrap());
+                let line = format!(
+                    "{}  state.json\n",
+                    durafile::checksum::to_hex(&digest.unwrap())
+                );
+                assert_eq!(fs::read_to_string(&sidecar).unwrap(), line, "round {round}");
+            }
+            assert!(temp_files(dir.path()).is_empty());
+        }
+    }
+    eprintln!("{kills} kills, {pending_seen} left a two-digest sidecar");
+}
+
 #[test]
 fn recovery_leaves_a_live_writers_temp_file_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,9 +212,11 @@ fn child_entry() {
     match common::role().as_deref() {
         Some("writer") => {
             let level: Durability = std::env::var("LEVEL").unwrap().parse().unwrap();
-            let opts = Options::new().durability(level);
+            let checksum = std::env::var("CHECKSUM").is_ok();
+            let items = std::env::var("ITEMS").map_or(ITEMS, |n| n.parse().unwrap());
+            let opts = Options::new().durability(level).checksum(checksum);
             for v in common::env_u64("FIRST").. {
-                durafile::write(&target, versioned_json(v, ITEMS), &opts).unwrap();
+                durafile::write(&target, versioned_json(v, items), &opts).unwrap();
                 say(v);
             }
         }

@@ -160,3 +160,68 @@ fn panic_mid_write_leaves_original_and_no_temp() {
     }
     scenario.teardown();
 }
+
+/// Every step of the checksum pair protocol: after the failure the file verifies (no false
+/// alarm), holds the old or the new content as the step says, no temp file remains, and
+/// recovery reduces the sidecar to the current content's digest.
+#[test]
+fn every_checksum_step_fails_without_false_alarm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let points: &[(&str, Step, bool)] = &[
+        ("durafile::checksum_begin", Step::ChecksumBegin, false),
+        (
+            "durafile::checksum_begin_rename",
+            Step::ChecksumBegin,
+            false,
+        ),
+        ("durafile::before_rename", Step::Rename, false),
+        ("durafile::before_sync_dir", Step::SyncDir, true),
+        ("durafile::checksum_finish", Step::ChecksumFinish, true),
+        (
+            "durafile::checksum_finish_rename",
+            Step::ChecksumFinish,
+            true,
+        ),
+    ];
+    let opts = Options::new().checksum(true);
+    for &(point, step, replaced) in points {
+        for had_sidecar in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.json");
+            let ctx = format!("{point}, had sidecar: {had_sidecar}");
+            if had_sidecar {
+                durafile::write(&path, ORIGINAL, &opts).unwrap();
+            } else {
+                fs::write(&path, ORIGINAL).unwrap();
+            }
+            fail::cfg(point, "return(EIO)").unwrap();
+            let err = durafile::write(&path, b"{\"version\":2}", &opts).unwrap_err();
+            fail::remove(point);
+            assert_eq!(err.step(), Some(step), "{ctx}: {err}");
+            assert_eq!(err.target_untouched(), !replaced, "{ctx}");
+            let expected: &[u8] = if replaced {
+                b"{\"version\":2}"
+            } else {
+                ORIGINAL
+            };
+            assert_eq!(fs::read(&path).unwrap(), expected, "{ctx}");
+            assert!(temp_files(dir.path()).is_empty(), "{ctx}: temp left behind");
+            match durafile::checksum::verify(&path) {
+                Ok(_) => {}
+                Err(e) => panic!("{ctx}: false alarm: {e}"),
+            }
+            let found = durafile::recover::recover(dir.path(), false).unwrap();
+            assert!(found.damaged.is_empty(), "{ctx}");
+            if dir.path().join("state.json.sha256").exists() {
+                let text = fs::read_to_string(dir.path().join("state.json.sha256")).unwrap();
+                assert_eq!(text.lines().count(), 1, "{ctx}: {text}");
+                assert!(matches!(
+                    durafile::checksum::verify(&path).unwrap(),
+                    durafile::checksum::Verification::Match { pending: false, .. }
+                ));
+            }
+        }
+    }
+    scenario.teardown();
+}

@@ -1,0 +1,311 @@
+//! Checksums on real files: `sha256sum` compatibility, detection of every change made
+//! outside durafile, no false alarm while writers replace the file, and recovery.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use durafile::checksum::{self, Verification};
+use durafile::{Durability, Error, Options};
+use proptest::prelude::*;
+
+use common::temp_files;
+
+fn with_checksum() -> Options {
+    Options::new().checksum(true)
+}
+
+fn sidecar_lines(path: &std::path::Path) -> Vec<String> {
+    let mut sidecar = path.as_os_str().to_owned();
+    sidecar.push(".sha256");
+    fs::read_to_string(sidecar)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn sidecar_is_sha256sum_format_and_sha256sum_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    durafile::write(&path, b"{\"n\":1}\n", &with_checksum()).unwrap();
+    durafile::write(&path, b"{\"n\":2}\n", &with_checksum()).unwrap();
+    let lines = sidecar_lines(&path);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].ends_with("  state.json"), "{lines:?}");
+    let out = Command::new("sha256sum")
+        .args(["-c", "state.json.sha256"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // And the digest is sha256sum's own.
+    let out = Command::new("sha256sum").arg(&path).output().unwrap();
+    let theirs = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(theirs.split(' ').next(), lines[0].split(' ').next());
+}
+
+#[test]
+fn changes_outside_durafile_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let original = b"{\"items\":[1,2,3],\"owner\":\"ops\"}\n";
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 4] = [
+        ("flipped bit", |p| {
+            let mut b = fs::read(p).unwrap();
+            b[10] ^= 0x01;
+            fs::write(p, b).unwrap();
+        }),
+        ("truncated", |p| {
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(5)
+                .unwrap();
+        }),
+        ("appended line", |p| {
+            OpenOptions::new()
+                .append(true)
+                .open(p)
+                .unwrap()
+                .write_all(b"extra\n")
+                .unwrap();
+        }),
+        ("emptied", |p| fs::write(p, b"").unwrap()),
+    ];
+    for (what, damage) in damages {
+        durafile::write(&path, original, &with_checksum()).unwrap();
+        damage(&path);
+        let damaged = fs::read(&path).unwrap();
+        for result in [
+            durafile::read(&path, &Options::new()).map(drop),
+            durafile::open(&path, &Options::new()).map(drop),
+            checksum::verify(&path).map(drop),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, Error::ChecksumMismatch { .. }),
+                "{what}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("state.json") && msg.contains("recover"),
+                "{what}: {msg}"
+            );
+        }
+        // An update refuses to build on it, and changes nothing.
+        let err = durafile::update(&path, &Options::new(), |_| Ok::<_, Error>(b"x".to_vec()))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::ChecksumMismatch { .. }),
+            "{what}: {err}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), damaged, "{what}");
+        assert!(temp_files(dir.path()).is_empty());
+    }
+}
+
+#[test]
+fn required_checksum_must_exist_and_optional_one_is_still_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.json");
+    durafile::write(&path, b"{}", &Options::new()).unwrap();
+    assert!(!dir.path().join("plain.json.sha256").exists());
+    assert_eq!(durafile::read(&path, &Options::new()).unwrap(), b"{}");
+    let err = durafile::read(&path, &with_checksum()).unwrap_err();
+    assert!(matches!(err, Error::MissingChecksum { .. }), "{err}");
+    assert!(err.to_string().contains("plain.json.sha256"));
+    assert_eq!(checksum::verify(&path).unwrap(), Verification::NoChecksum);
+}
+
+#[test]
+fn writers_keep_an_existing_sidecar_current_even_without_the_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    durafile::write(&path, b"one", &with_checksum()).unwrap();
+    durafile::write(&path, b"two", &Options::new()).unwrap();
+    durafile::update(&path, &Options::new(), |cur| {
+        Ok::<_, Error>([cur.unwrap(), b"+three"].concat())
+    })
+    .unwrap();
+    assert_eq!(
+        durafile::read(&path, &with_checksum()).unwrap(),
+        b"two+three"
+    );
+    assert_eq!(sidecar_lines(&path).len(), 1);
+}
+
+#[test]
+fn first_checksummed_write_over_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("legacy.json");
+    fs::write(&path, b"{\"old\":true}").unwrap();
+    durafile::write(&path, b"{\"new\":true}", &with_checksum()).unwrap();
+    assert!(matches!(
+        checksum::verify(&path).unwrap(),
+        Verification::Match { pending: false, .. }
+    ));
+}
+
+#[test]
+fn malformed_sidecar_is_reported_and_a_write_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    durafile::write(&path, b"{}", &with_checksum()).unwrap();
+    fs::write(dir.path().join("state.json.sha256"), "not a checksum\n").unwrap();
+    let err = durafile::read(&path, &Options::new()).unwrap_err();
+    assert!(matches!(err, Error::BadChecksumFile { .. }), "{err}");
+    assert!(err.to_string().contains("malformed"));
+    durafile::write(&path, b"{\"n\":1}", &with_checksum()).unwrap();
+    assert_eq!(
+        durafile::read(&path, &Options::new()).unwrap(),
+        b"{\"n\":1}"
+    );
+}
+
+#[test]
+fn open_streams_the_verified_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    durafile::write(&path, &content, &with_checksum()).unwrap();
+    let mut file = durafile::open(&path, &Options::new()).unwrap();
+    // A writer replaces the path after the verification: the open file keeps its version.
+    durafile::write(&path, b"replaced", &with_checksum()).unwrap();
+    let mut read = Vec::new();
+    file.read_to_end(&mut read).unwrap();
+    assert!(read == content);
+}
+
+/// Readers verify without any lock while a writer keeps replacing the file: a read must
+/// never report a mismatch for content durafile wrote.
+#[test]
+fn no_false_alarm_while_writers_replace_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Arc::new(dir.path().join("hot.json"));
+    durafile::write(&*path, b"v0", &with_checksum()).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let path = path.clone();
+            thread::spawn(move || {
+                let opts = with_checksum().durability(Durability::None);
+                for i in 0..400 {
+                    durafile::write(&*path, format!("writer {w} version {i}"), &opts).unwrap();
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (path, done) = (path.clone(), done.clone());
+            thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) {
+                    durafile::read(&*path, &Options::new()).unwrap();
+                    checksum::verify(&*path).unwrap();
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn recover_completes_transitions_removes_stale_sidecars_and_lists_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // An interrupted write: the sidecar lists an old digest and the current one.
+    durafile::write(d.join("pending.json"), b"old", &with_checksum()).unwrap();
+    let old_line = sidecar_lines(&d.join("pending.json")).remove(0);
+    durafile::write(d.join("pending.json"), b"new", &with_checksum()).unwrap();
+    let new_line = sidecar_lines(&d.join("pending.json")).remove(0);
+    fs::write(
+        d.join("pending.json.sha256"),
+        format!("{old_line}\n{new_line}\n"),
+    )
+    .unwrap();
+    // A first write interrupted before its rename: a sidecar with no data.
+    durafile::write(d.join("gone.json"), b"x", &with_checksum()).unwrap();
+    fs::remove_file(d.join("gone.json")).unwrap();
+    // Damage.
+    durafile::write(d.join("bad.json"), b"good", &with_checksum()).unwrap();
+    fs::write(d.join("bad.json"), b"evil").unwrap();
+    // Healthy.
+    durafile::write(d.join("ok.json"), b"fine", &with_checksum()).unwrap();
+
+    let listing = common::names(d);
+    let dry = durafile::recover::recover(d, true).unwrap();
+    assert_eq!(common::names(d), listing, "a dry run changes nothing");
+    assert_eq!(
+        fs::read_to_string(d.join("pending.json.sha256"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+
+    let done = durafile::recover::recover(d, false).unwrap();
+    for found in [&dry, &done] {
+        assert_eq!(found.checksums_completed, [d.join("pending.json.sha256")]);
+        assert_eq!(found.stale_checksums, [d.join("gone.json.sha256")]);
+        assert_eq!(found.damaged.len(), 1);
+        assert_eq!(found.damaged[0].path(), d.join("bad.json"));
+    }
+    assert_eq!(sidecar_lines(&d.join("pending.json")), [new_line]);
+    assert!(!d.join("gone.json.sha256").exists());
+    assert_eq!(
+        fs::read(d.join("bad.json")).unwrap(),
+        b"evil",
+        "damage is listed, not touched"
+    );
+    assert!(d.join("bad.json.sha256").exists());
+    // Idempotent: a second run finds only the damage.
+    let again = durafile::recover::recover(d, false).unwrap();
+    assert!(again.checksums_completed.is_empty() && again.stale_checksums.is_empty());
+    assert_eq!(again.damaged.len(), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any single-byte change to a checksummed file is detected.
+    #[test]
+    fn any_single_byte_change_is_detected(
+        content in proptest::collection::vec(any::<u8>(), 1..4096),
+        position in any::<proptest::sample::Index>(),
+        xor in 1u8..=255,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        durafile::write(&path, &content, &with_checksum().durability(Durability::None)).unwrap();
+        let mut changed = content.clone();
+        changed[position.index(content.len())] ^= xor;
+        fs::write(&path, &changed).unwrap();
+        let is_mismatch = matches!(
+            durafile::read(&path, &Options::new()),
+            Err(Error::ChecksumMismatch { .. })
+        );
+        prop_assert!(is_mismatch);
+    }
+}
