@@ -7,6 +7,7 @@
 
 mod failure;
 mod stream;
+mod verify;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -44,10 +45,40 @@ enum Cmd {
         #[arg(long, value_parser = parse_mode)]
         mode: Option<u32>,
     },
-    /// Print FILE.
+    /// Print FILE, after verifying it against its checksum file when it has one.
+    ///
+    /// Corrupt content is never printed: a mismatch exits 1 with the reason on stderr.
     Cat {
         /// The file to print.
         file: PathBuf,
+    },
+    /// Check files against their checksum files (NAME.sha256).
+    ///
+    /// Checks each FILE named, and in each directory every file that has a checksum file.
+    /// Prints one line per problem and a summary; exits 0 when every file verifies, 1
+    /// otherwise.
+    Verify {
+        /// Files or directories to check.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Descend into subdirectories.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Print one JSON object per file checked, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Repair DIR after a crash: remove dead writers' temp files, complete interrupted checksum
+    /// updates, and list (never delete) files that fail verification.
+    ///
+    /// Safe to run while applications write: live writers' files are left alone, and each
+    /// checksummed file is examined under its lock. Exits 1 when a damaged file is found.
+    Recover {
+        /// The directory to recover (not its subdirectories).
+        dir: PathBuf,
+        /// Report what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run CMD while holding FILE's durafile lock, like flock(1).
     ///
@@ -95,11 +126,17 @@ struct WriteArgs {
     /// Give up waiting for FILE's lock after SECS seconds (fractions allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+    /// Keep a SHA-256 checksum in FILE.sha256 (sha256sum format). A FILE that has one keeps it
+    /// up to date even without this flag.
+    #[arg(long)]
+    checksum: bool,
 }
 
 impl WriteArgs {
     fn options(&self) -> Options {
-        let opts = Options::new().durability(self.durability);
+        let opts = Options::new()
+            .durability(self.durability)
+            .checksum(self.checksum);
         match self.timeout {
             Some(t) => opts.lock_timeout(t),
             None => opts,
@@ -133,14 +170,23 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Cat { file } => {
-            let bytes = durafile::read(&file, &Options::new())?;
-            match io::stdout().lock().write_all(&bytes) {
+            let mut verified = durafile::open(&file, &Options::new())?;
+            match io::copy(&mut verified, &mut io::stdout().lock()) {
                 Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-                    Err(Failure::new(format!("write standard output: {e}")))
+                    Err(Failure::new(format!("cat {}: {e}", file.display())))
                 }
                 _ => Ok(ExitCode::SUCCESS),
             }
         }
+        Cmd::Verify {
+            paths,
+            recursive,
+            json,
+        } => Ok(match verify::run(&paths, recursive, json)? {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        }),
+        Cmd::Recover { dir, dry_run } => recover(&dir, dry_run),
         Cmd::Lock {
             file,
             shared,
@@ -164,6 +210,57 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             command,
         } => update(&file, &write, &command),
     }
+}
+
+/// `durafile recover`: the library's recovery, reported one finding per line.
+fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
+    let found = durafile::recover::recover(dir, dry_run)?;
+    let (removed, completed, stale) = if dry_run {
+        ("would remove", "would complete", "would remove")
+    } else {
+        ("removed", "completed", "removed")
+    };
+    let mut out = io::stdout().lock();
+    let mut say = |line: String| {
+        writeln!(out, "{line}").map_err(|e| Failure::new(format!("write standard output: {e}")))
+    };
+    for p in &found.orphans.removed {
+        say(format!("{removed} orphan temp file {}", p.display()))?;
+    }
+    for p in &found.orphans.in_use {
+        say(format!(
+            "left alone (a live writer holds it): {}",
+            p.display()
+        ))?;
+    }
+    for p in &found.checksums_completed {
+        say(format!(
+            "{completed} interrupted checksum update {}",
+            p.display()
+        ))?;
+    }
+    for p in &found.stale_checksums {
+        say(format!(
+            "{stale} checksum file of a missing file {}",
+            p.display()
+        ))?;
+    }
+    for e in &found.damaged {
+        say(format!("DAMAGED {}", e))?;
+    }
+    say(format!(
+        "{}: {} orphan(s), {} checksum(s) completed, {} stale checksum(s), {} damaged file(s)",
+        dir.display(),
+        found.orphans.removed.len(),
+        found.checksums_completed.len(),
+        found.stale_checksums.len(),
+        found.damaged.len()
+    ))?;
+    Ok(if found.damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `durafile update`: the library's locked read-modify-write, with a child process as the

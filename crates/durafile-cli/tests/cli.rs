@@ -320,3 +320,129 @@ fn cat_survives_a_closed_pipe() {
         "{out:?}"
     );
 }
+
+#[test]
+fn checksummed_write_cat_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.json");
+    let out = durafile(&["write", p(&file), "--json", "--checksum"], b"{\"n\":1}\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = durafile(
+        &["update", p(&file), "--json", "--", "jq", "-c", ".n += 1"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sha = Command::new("sha256sum")
+        .args(["-c", "state.json.sha256"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        sha.status.success(),
+        "the sidecar was kept up to date by update"
+    );
+    let out = durafile(&["verify", p(dir.path())], b"");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "verified 1 file(s): 1 ok, 0 failed\n"
+    );
+
+    // Corrupt it: cat refuses to print, verify reports and exits 1.
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[2] ^= 0x20;
+    fs::write(&file, &bytes).unwrap();
+    let out = durafile(&["cat", p(&file)], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "corrupt data was printed");
+    assert!(
+        stderr(&out).contains("does not match its checksum"),
+        "{}",
+        stderr(&out)
+    );
+    let out = durafile(&["verify", "--recursive", p(dir.path())], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("state.json: checksum mismatch"), "{text}");
+    assert!(
+        text.ends_with("verified 1 file(s): 0 ok, 1 failed\n"),
+        "{text}"
+    );
+
+    let out = durafile(&["verify", "--json", p(&file)], b"");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["status"], "mismatch");
+    assert_eq!(lines[1]["summary"]["failed"], 1);
+}
+
+#[test]
+fn verify_walks_directories_and_flags_named_files_without_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("a/b");
+    fs::create_dir_all(&sub).unwrap();
+    for (i, d) in [dir.path(), &dir.path().join("a"), &sub].iter().enumerate() {
+        let out = durafile(&["write", p(&d.join(format!("f{i}"))), "--checksum"], b"x");
+        assert!(out.status.success());
+    }
+    fs::write(dir.path().join("unchecked"), "y").unwrap();
+    let flat = durafile(&["verify", p(dir.path())], b"");
+    assert!(String::from_utf8_lossy(&flat.stdout).contains("verified 1 file(s)"));
+    let deep = durafile(&["verify", "-r", p(dir.path())], b"");
+    assert!(String::from_utf8_lossy(&deep.stdout).contains("verified 3 file(s): 3 ok"));
+    let named = durafile(&["verify", p(&dir.path().join("unchecked"))], b"");
+    assert_eq!(named.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&named.stdout).contains("has no checksum file"));
+    // Deleting the data but not its sidecar is a problem too.
+    fs::remove_file(sub.join("f2")).unwrap();
+    let out = durafile(&["verify", "-r", p(dir.path())], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("missing, but its checksum file exists"));
+}
+
+#[test]
+fn recover_dry_run_changes_nothing_and_real_run_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.json");
+    durafile(&["write", p(&file), "--checksum"], b"{}");
+    // A dead writer's temp file, made by a child that is SIGKILLed mid-write.
+    let mut child = Command::new(BIN)
+        .args(["write", p(&file)])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"partial").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let temps = || {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
+            .count()
+    };
+    assert_eq!(temps(), 1);
+    let out = durafile(&["recover", "--dry-run", p(dir.path())], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would remove orphan temp file"));
+    assert_eq!(temps(), 1);
+    let out = durafile(&["recover", p(dir.path())], b"");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed orphan temp file"));
+    assert_eq!(temps(), 0);
+    assert_eq!(fs::read(&file).unwrap(), b"{}");
+
+    fs::write(&file, b"{\"evil\":1}").unwrap();
+    let out = durafile(&["recover", p(dir.path())], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"));
+    assert_eq!(fs::read(&file).unwrap(), b"{\"evil\":1}");
+}

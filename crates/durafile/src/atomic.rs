@@ -198,14 +198,14 @@ impl AtomicFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_current(&self) -> Result<Option<Vec<u8>>> {
-        self.current(|target, opts| read::read_target(target, opts))
+        self.current(read::read_target)
     }
 
     /// The target opened for reading, `None` if it does not exist yet: the streaming form of
     /// [`AtomicFile::read_current`], for content too large to hold in memory (verified the
     /// same way, by a first pass over the open file).
     pub fn open_current(&self) -> Result<Option<File>> {
-        self.current(|target, opts| read::open_target(target, opts))
+        self.current(read::open_target)
     }
 
     /// The current content through `load`, verified against the sidecar when there is one.

@@ -393,6 +393,21 @@ pub(crate) fn hash_and_rewind(file: &mut File) -> io::Result<((), Digest)> {
     Ok(((), digest))
 }
 
+/// The file that the sidecar at `sidecar` holds the checksum of, if it is named like one.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// let data = durafile::checksum::checksummed_file(Path::new("d/state.json.sha256"));
+/// assert_eq!(data.as_deref(), Some(Path::new("d/state.json")));
+/// assert_eq!(durafile::checksum::checksummed_file(Path::new("d/state.json")), None);
+/// ```
+pub fn checksummed_file(sidecar: &Path) -> Option<std::path::PathBuf> {
+    let name = data_name_of(sidecar.file_name()?)?;
+    Some(sidecar.with_file_name(name))
+}
+
 /// The name of the data file a sidecar named `sidecar` belongs to.
 pub(crate) fn data_name_of(sidecar: &OsStr) -> Option<OsString> {
     let bytes = sidecar.as_bytes();
