@@ -105,7 +105,9 @@ pub struct AtomicFile {
     temp_pending: bool,
     /// Set when the target gets a checksum sidecar (see [`crate::checksum`]).
     checksum: Option<Checksum>,
-    _lock: FileLock,
+    /// The path's exclusive lock; `None` when the caller holds a lock that covers the file
+    /// (a state directory's lock covers its generation files).
+    _lock: Option<FileLock>,
 }
 
 #[derive(Debug)]
@@ -131,8 +133,18 @@ impl AtomicFile {
     /// The temp file is created exclusively, without following a symlink at its name, and
     /// readable by its owner only until the commit gives it its final mode.
     pub fn new(path: impl AsRef<Path>, opts: &Options) -> Result<AtomicFile> {
-        let mut target = Target::resolve(path.as_ref())?;
+        let target = Target::resolve(path.as_ref())?;
         let lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
+        AtomicFile::create(target, opts, Some(lock))
+    }
+
+    /// [`AtomicFile::new`] for a file whose writers are already excluded by a lock the caller
+    /// holds, so that no lock file is made for it.
+    pub(crate) fn new_covered(path: &Path, opts: &Options) -> Result<AtomicFile> {
+        AtomicFile::create(Target::resolve(path)?, opts, None)
+    }
+
+    fn create(mut target: Target, opts: &Options, lock: Option<FileLock>) -> Result<AtomicFile> {
         // Read the target's mode and owner under the lock: a writer that went before us may
         // have replaced it since we resolved the path.
         target.refresh()?;

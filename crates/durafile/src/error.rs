@@ -212,6 +212,52 @@ pub enum Error {
         reason: String,
     },
 
+    /// The file is not valid JSON, or not JSON of the expected shape.
+    #[error(
+        "parse {}: {source} (fix or restore the file; durafile wrote it whole, so this content came from elsewhere or from an older program version)",
+        path.display()
+    )]
+    InvalidJson {
+        /// The file.
+        path: PathBuf,
+        /// serde_json's error, with [`line`](serde_json::Error::line) and
+        /// [`column`](serde_json::Error::column).
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The value could not be serialised to JSON (for instance a map with non-string keys).
+    #[error("serialize {}: {source} (the target is unchanged)", path.display())]
+    Serialize {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A key that cannot name a document: it could escape the directory, hide, or collide
+    /// with durafile's own files.
+    #[error("key {key:?}: {reason} (nothing was read or written)")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// No generation of the state could be loaded: every one failed to read, verify or parse.
+    #[error(
+        "load state in {}: no generation loads; newest failure: {newest} (restore the directory from a backup)",
+        dir.display()
+    )]
+    NoGoodState {
+        /// The state directory.
+        dir: PathBuf,
+        /// Why the newest generation failed.
+        newest: Box<Error>,
+    },
+
     /// The calling thread already holds the lock on this path; taking it again would deadlock.
     #[error(
         "lock {}: this thread already holds this file's lock, and taking it again would deadlock (use the guard you hold)",
@@ -242,6 +288,10 @@ impl Error {
             Error::ChecksumMismatch { .. }
             | Error::MissingChecksum { .. }
             | Error::BadChecksumFile { .. } => Some(Step::Verify),
+            Error::InvalidJson { .. } => Some(Step::Read),
+            Error::Serialize { .. } => Some(Step::Write),
+            Error::InvalidKey { .. } => Some(Step::Resolve),
+            Error::NoGoodState { .. } => Some(Step::Read),
         }
     }
 
@@ -255,7 +305,11 @@ impl Error {
             | Error::AlreadyLocked { path }
             | Error::ChecksumMismatch { path, .. }
             | Error::MissingChecksum { path, .. }
-            | Error::BadChecksumFile { path, .. } => path,
+            | Error::BadChecksumFile { path, .. }
+            | Error::InvalidJson { path, .. }
+            | Error::Serialize { path, .. } => path,
+            Error::InvalidKey { key, .. } => Path::new(key),
+            Error::NoGoodState { dir, .. } => dir,
         }
     }
 
@@ -288,6 +342,8 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidData
             }
             Error::MissingChecksum { .. } => io::ErrorKind::NotFound,
+            Error::InvalidJson { .. } | Error::NoGoodState { .. } => io::ErrorKind::InvalidData,
+            Error::Serialize { .. } | Error::InvalidKey { .. } => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, err)
     }

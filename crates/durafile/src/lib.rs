@@ -51,6 +51,8 @@
 //! - [`atomic`]: the replace itself, [`write`], [`update`], [`AtomicFile`].
 //! - [`lock`]: exclusive and shared locks across threads and processes.
 //! - [`checksum`]: SHA-256 sidecars that stay consistent through crashes.
+//! - [`file_manager`], [`data_handler`], [`state_manager`]: typed JSON files, a directory of
+//!   keyed documents, and an application state kept in generations, all on the above.
 //! - [`read()`]: reading, optionally under the shared lock.
 //! - [`recover`]: cleaning up after a crash.
 //! - [`error`]: one [`Error`] type with step, path, cause and advice.
@@ -59,13 +61,16 @@
 
 pub mod atomic;
 pub mod checksum;
+pub mod data_handler;
 pub mod error;
 mod fault;
+pub mod file_manager;
 pub mod lock;
 mod names;
 mod options;
 mod read;
 pub mod recover;
+pub mod state_manager;
 mod sys;
 mod target;
 
@@ -75,7 +80,10 @@ mod target;
 pub struct ReadmeDoctests;
 
 pub use atomic::{AtomicFile, update, write};
+pub use data_handler::DataHandler;
 pub use error::{Error, Result, Step};
+pub use file_manager::FileManager;
 pub use names::is_temp_name;
 pub use options::{Durability, Options, ParseDurabilityError};
 pub use read::{open, read};
+pub use state_manager::StateManager;

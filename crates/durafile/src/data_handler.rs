@@ -1,0 +1,242 @@
+//! A directory of keyed JSON documents, `DIR/KEY.json`, each with every guarantee of a
+//! single durafile write.
+//!
+//! Keys come from users and programs, so they are checked before they touch the
+//! filesystem: a key names exactly one file directly inside the directory, never a path
+//! elsewhere, never a hidden file, never one of durafile's own temp, lock or checksum files.
+//! A refused key is an [`Error::InvalidKey`] and nothing is read or written.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::checksum;
+use crate::error::{Error, Result, Step};
+use crate::file_manager::FileManager;
+use crate::lock::{self, LockMode};
+use crate::options::Durability;
+use crate::sys;
+
+/// The longest key accepted, in bytes: with `.json` and durafile's temp suffix it stays well
+/// inside the 255-byte file-name limit of common filesystems.
+pub const MAX_KEY_LEN: usize = 200;
+
+const EXTENSION: &str = ".json";
+
+/// Keyed JSON documents in one directory.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::{DataHandler, FileManager, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// let users = DataHandler::open(dir.path(), FileManager::new(Options::new()))?;
+/// users.save("alice", &serde_json::json!({"quota": 10}))?;
+/// users.save("bob", &serde_json::json!({"quota": 5}))?;
+/// let alice: serde_json::Value = users.load("alice")?;
+/// assert_eq!(alice["quota"], 10);
+/// assert_eq!(users.list()?, ["alice", "bob"]);
+/// assert!(users.save("../etc/passwd", &1).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DataHandler {
+    dir: PathBuf,
+    files: FileManager,
+}
+
+impl DataHandler {
+    /// Opens the directory `dir`, creating it (and its parents) if needed.
+    ///
+    /// # Errors
+    ///
+    /// At [`Step::ReadDir`] when the directory cannot be created.
+    pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<DataHandler> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::ReadDir, &dir, e))?;
+        Ok(DataHandler { dir, files })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that holds `key`'s document.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`] for a key that [`validate_key`] refuses.
+    pub fn path_of(&self, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        Ok(self.dir.join(format!("{key}{EXTENSION}")))
+    }
+
+    /// Saves `value` under `key`, replacing any earlier document atomically.
+    pub fn save<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        self.files.write_json_file(self.path_of(key)?, value)
+    }
+
+    /// Loads `key`'s document, verified and parsed.
+    ///
+    /// # Errors
+    ///
+    /// At [`Step::Read`] with NotFound when there is no such document; see
+    /// [`FileManager::read_json_file`] for the rest.
+    pub fn load<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        self.files.read_json_file(self.path_of(key)?)
+    }
+
+    /// Changes `key`'s document in place with no lost update (see
+    /// [`FileManager::update_json_file`]).
+    pub fn update<T, R, E, F>(&self, key: &str, f: F) -> Result<R, E>
+    where
+        T: Serialize + DeserializeOwned + Default,
+        F: FnOnce(&mut T) -> Result<R, E>,
+        E: From<Error>,
+    {
+        let path = self.path_of(key)?;
+        self.files.update_json_file(path, f)
+    }
+
+    /// Saves `value` at an explicit `path` (anywhere, not a key), with the same guarantees.
+    pub fn save_to_path<T: Serialize + ?Sized>(
+        &self,
+        path: impl AsRef<Path>,
+        value: &T,
+    ) -> Result<()> {
+        self.files.write_json_file(path, value)
+    }
+
+    /// Deletes `key`'s document and its checksum sidecar, under its exclusive lock so that no
+    /// write or update is cut in half. Returns whether there was a document.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let path = self.path_of(key)?;
+        let opts = self.files.options();
+        let _lock = lock::acquire(&path, LockMode::Exclusive, opts.get_lock_timeout())?;
+        let existed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(Step::Remove, &path, e)),
+        };
+        let sidecar = path.with_file_name(checksum::sidecar_name(path.file_name().expect("key")));
+        match fs::remove_file(&sidecar) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io(Step::Remove, &sidecar, e));
+            }
+            _ => {}
+        }
+        if existed && opts.get_durability() == Durability::Full {
+            sys::sync_dir(&self.dir).map_err(|e| Error::io(Step::SyncDir, &path, e))?;
+        }
+        Ok(existed)
+    }
+
+    /// The keys of every document, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let err = |e| Error::io(Step::ReadDir, &self.dir, e);
+        let mut keys = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name();
+            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(EXTENSION)) else {
+                continue;
+            };
+            if validate_key(key).is_ok() && entry.file_type().map_err(err)?.is_file() {
+                keys.push(key.to_owned());
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// Checks that `key` can name a document: not empty, at most [`MAX_KEY_LEN`] bytes, no `/`,
+/// `\`, NUL or control character, no `..`, not hidden (a leading `.`), and not ending like one
+/// of durafile's own files (`.tmp`, `.lock`, `.sha256`).
+///
+/// # Examples
+///
+/// ```
+/// use durafile::data_handler::validate_key;
+/// assert!(validate_key("user-42").is_ok());
+/// assert!(validate_key("../secrets").is_err());
+/// assert!(validate_key(".hidden").is_err());
+/// ```
+pub fn validate_key(key: &str) -> Result<()> {
+    let refuse = |reason| {
+        Err(Error::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return refuse("a key cannot be empty");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return refuse("a key is at most 200 bytes long");
+    }
+    if key.contains(['/', '\\']) {
+        return refuse("a key cannot contain a path separator");
+    }
+    if key.contains("..") {
+        return refuse("a key cannot contain `..`");
+    }
+    if key.chars().any(char::is_control) {
+        return refuse("a key cannot contain control characters");
+    }
+    if key.starts_with('.') {
+        return refuse("a key cannot start with `.` (hidden files are durafile's own)");
+    }
+    if [".tmp", ".lock", ".sha256"]
+        .iter()
+        .any(|s| key.ends_with(s))
+    {
+        return refuse("a key cannot end like a temp, lock or checksum file");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_escape_or_collide_are_refused() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "x/../y",
+            ".hidden",
+            "a..b",
+            "nul\0",
+            "new\nline",
+            "state.tmp",
+            "a.lock",
+            "b.sha256",
+        ] {
+            assert!(
+                matches!(validate_key(bad), Err(Error::InvalidKey { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_key(&"k".repeat(MAX_KEY_LEN + 1)).is_err());
+        for good in [
+            "a",
+            "user-42",
+            "Ünïcode key",
+            "v1.2",
+            &"k".repeat(MAX_KEY_LEN),
+        ] {
+            assert!(validate_key(good).is_ok(), "{good:?}");
+        }
+    }
+}

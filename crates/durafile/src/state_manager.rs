@@ -1,0 +1,254 @@
+//! An application's current state, saved as numbered generations so that a bad save never
+//! costs the state.
+//!
+//! # Design
+//!
+//! Each [`StateManager::save_current_state`] writes a new, immutable generation
+//! `DIR/NAME.N.json` (N one more than the newest), with every guarantee of a durafile write,
+//! then removes all but the newest K generations (default 3). There is no "current" pointer
+//! to keep consistent with the files: the current state is simply the newest generation that
+//! reads, verifies and parses. So:
+//!
+//! - a crash or SIGKILL during a save leaves the previous generation current (and an orphan
+//!   temp file for recovery), never a state that cannot be loaded;
+//! - a newest generation that fails to verify or parse (a disk error, a tool that edited it)
+//!   makes [`StateManager::load_current_state`] fall back to the next good one and say so in
+//!   [`Loaded::skipped`], never silently;
+//! - [`StateManager::rollback`] copies an older generation into a new one, atomically, so a
+//!   rollback is itself a generation that can be rolled back.
+//!
+//! Saves, rollbacks and pruning hold the exclusive lock of `DIR/NAME` (`DIR/.NAME.lock`), so
+//! several processes can share one state directory; loads take no lock.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::atomic::AtomicFile;
+use crate::checksum;
+use crate::data_handler::validate_key;
+use crate::error::{Error, Result, Step};
+use crate::file_manager::FileManager;
+use crate::lock::{self, FileLock, LockMode};
+
+/// How many generations a [`StateManager`] keeps unless told otherwise.
+pub const DEFAULT_KEEP: usize = 3;
+
+/// One saved generation of the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// Its number: 1 for the first save, one more for each save or rollback since.
+    pub number: u64,
+    /// Its file.
+    pub path: PathBuf,
+}
+
+/// A state loaded by [`StateManager::load_current_state`], and where it came from.
+#[derive(Debug)]
+pub struct Loaded<S> {
+    /// The state.
+    pub state: S,
+    /// The generation it was loaded from.
+    pub generation: u64,
+    /// Newer generations that failed to load, newest first, with the reason: empty unless
+    /// this is a fallback.
+    pub skipped: Vec<(u64, Error)>,
+}
+
+impl<S> Loaded<S> {
+    /// Whether a newer generation failed and an older one was used.
+    pub fn is_fallback(&self) -> bool {
+        !self.skipped.is_empty()
+    }
+}
+
+/// The saved state of an application, in generations.
+///
+/// # Examples
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use durafile::{FileManager, Options, StateManager};
+///
+/// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+/// struct Session { user: String, open_tabs: Vec<String> }
+///
+/// let dir = tempfile::tempdir()?;
+/// let states = StateManager::open(dir.path(), FileManager::new(Options::new().checksum(true)))?;
+/// states.save_current_state(&Session { user: "ada".into(), open_tabs: vec![] })?;
+/// let n = states.save_current_state(&Session { user: "ada".into(), open_tabs: vec!["docs".into()] })?;
+/// let loaded = states.load_current_state::<Session>()?.expect("saved");
+/// assert_eq!(loaded.generation, n);
+/// assert!(!loaded.is_fallback());
+/// states.rollback(n - 1)?;
+/// assert!(states.load_current_state::<Session>()?.unwrap().state.open_tabs.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StateManager {
+    dir: PathBuf,
+    name: String,
+    files: FileManager,
+    keep: usize,
+}
+
+impl StateManager {
+    /// Opens the state directory `dir` (creating it if needed), for state named `state`.
+    pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<StateManager> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::ReadDir, &dir, e))?;
+        Ok(StateManager {
+            dir,
+            name: "state".to_owned(),
+            files,
+            keep: DEFAULT_KEEP,
+        })
+    }
+
+    /// Names the state (files `NAME.N.json`), so that one directory can hold several.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`] for a name that could not name a file in the directory, or that
+    /// contains `.` (which would make generation names ambiguous).
+    pub fn name(mut self, name: &str) -> Result<StateManager> {
+        validate_key(name)?;
+        if name.contains('.') {
+            return Err(Error::InvalidKey {
+                key: name.to_owned(),
+                reason: "a state name cannot contain `.`",
+            });
+        }
+        self.name = name.to_owned();
+        Ok(self)
+    }
+
+    /// Keeps the newest `keep` generations (at least 1) and removes older ones after each save.
+    #[must_use]
+    pub fn keep(mut self, keep: usize) -> StateManager {
+        self.keep = keep.max(1);
+        self
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Saves `state` as a new generation and returns its number. When this returns, the new
+    /// generation is current (and, at [`crate::Durability::Full`], survives a power loss).
+    pub fn save_current_state<S: Serialize + ?Sized>(&self, state: &S) -> Result<u64> {
+        let _lock = self.lock()?;
+        let number = self.next_number()?;
+        let mut file = AtomicFile::new_covered(&self.path_of(number), self.files.options())?;
+        self.files.serialize_into(&mut file, state)?;
+        file.commit()?;
+        self.prune()?;
+        Ok(number)
+    }
+
+    /// Loads the newest generation that reads, verifies and parses as an `S`; `None` when
+    /// nothing was ever saved. When newer generations fail, the result says which and why.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoGoodState`] when generations exist but none loads.
+    pub fn load_current_state<S: DeserializeOwned>(&self) -> Result<Option<Loaded<S>>> {
+        let mut skipped = Vec::new();
+        for generation in self.history()? {
+            match self.files.read_json_file(&generation.path) {
+                Ok(state) => {
+                    return Ok(Some(Loaded {
+                        state,
+                        generation: generation.number,
+                        skipped,
+                    }));
+                }
+                Err(e) => skipped.push((generation.number, e)),
+            }
+        }
+        match skipped.into_iter().next() {
+            None => Ok(None),
+            Some((_, newest)) => Err(Error::NoGoodState {
+                dir: self.dir.clone(),
+                newest: Box::new(newest),
+            }),
+        }
+    }
+
+    /// Loads one generation by number.
+    pub fn load_generation<S: DeserializeOwned>(&self, number: u64) -> Result<S> {
+        self.files.read_json_file(self.path_of(number))
+    }
+
+    /// The generations on disk, newest first.
+    pub fn history(&self) -> Result<Vec<Generation>> {
+        let err = |e| Error::io(Step::ReadDir, &self.dir, e);
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(err)? {
+            let name = entry.map_err(err)?.file_name();
+            let number = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(self.name.as_str()))
+                .and_then(|n| n.strip_prefix('.'))
+                .and_then(|n| n.strip_suffix(".json"))
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse().ok());
+            if let Some(number) = number {
+                found.push(Generation {
+                    number,
+                    path: self.path_of(number),
+                });
+            }
+        }
+        found.sort_by(|a, b| b.number.cmp(&a.number));
+        Ok(found)
+    }
+
+    /// Makes generation `number`'s content current again by copying it, verified, into a new
+    /// generation; returns the new generation's number.
+    pub fn rollback(&self, number: u64) -> Result<u64> {
+        let _lock = self.lock()?;
+        let bytes = crate::read(self.path_of(number), self.files.options())?;
+        let next = self.next_number()?;
+        let mut file = AtomicFile::new_covered(&self.path_of(next), self.files.options())?;
+        // A failed write is kept by the file and reported by its commit.
+        let _ = file.write_all(&bytes);
+        file.commit()?;
+        self.prune()?;
+        Ok(next)
+    }
+
+    fn path_of(&self, number: u64) -> PathBuf {
+        self.dir.join(format!("{}.{number}.json", self.name))
+    }
+
+    fn lock(&self) -> Result<FileLock> {
+        let timeout = self.files.options().get_lock_timeout();
+        lock::acquire(&self.dir.join(&self.name), LockMode::Exclusive, timeout)
+    }
+
+    fn next_number(&self) -> Result<u64> {
+        Ok(self.history()?.first().map_or(1, |g| g.number + 1))
+    }
+
+    /// Removes all but the newest `keep` generations, with their checksum sidecars.
+    fn prune(&self) -> Result<()> {
+        for old in self.history()?.into_iter().skip(self.keep) {
+            let name = old.path.file_name().expect("generation file");
+            let sidecar = old.path.with_file_name(checksum::sidecar_name(name));
+            for path in [&old.path, &sidecar] {
+                match fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(Error::io(Step::Remove, path, e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
