@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use durafile::lock::{self, LockMode};
-use durafile::{AtomicFile, Durability, Options};
+use durafile::{AtomicFile, Durability, FileManager, Options, StateManager};
 
 use failure::Failure;
 
@@ -97,6 +97,9 @@ enum Cmd {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
+    /// Inspect and roll back an application state kept by durafile's StateManager.
+    #[command(subcommand)]
+    State(StateCmd),
     /// Replace FILE with CMD's output, CMD reading FILE's current content, under the lock.
     ///
     /// CMD gets FILE's content on standard input (nothing when FILE does not exist). If CMD
@@ -112,6 +115,45 @@ enum Cmd {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCmd {
+    /// Print the current state: the newest generation that verifies and parses.
+    ///
+    /// When newer generations are damaged, says so on stderr and prints the one used.
+    Show {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// List the generations, newest first, with their size and whether they load.
+    History {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Make generation GEN current again (as a new generation; the history is kept).
+    Rollback {
+        #[command(flatten)]
+        state: StateArgs,
+        /// The generation to restore, as `history` numbers it.
+        generation: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StateArgs {
+    /// The state directory.
+    dir: PathBuf,
+    /// The state's name (files NAME.N.json).
+    #[arg(long, default_value = "state")]
+    name: String,
+}
+
+impl StateArgs {
+    fn open(&self) -> Result<StateManager, Failure> {
+        let files = FileManager::new(Options::new()).pretty(true);
+        Ok(StateManager::open(&self.dir, files)?.name(&self.name)?)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +229,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             false => ExitCode::FAILURE,
         }),
         Cmd::Recover { dir, dry_run } => recover(&dir, dry_run),
+        Cmd::State(cmd) => state(cmd),
         Cmd::Lock {
             file,
             shared,
@@ -210,6 +253,59 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             command,
         } => update(&file, &write, &command),
     }
+}
+
+/// `durafile state ...`: the StateManager from the shell.
+fn state(cmd: StateCmd) -> Result<ExitCode, Failure> {
+    let mut out = io::stdout().lock();
+    let stdout_err = |e: io::Error| Failure::new(format!("write standard output: {e}"));
+    match cmd {
+        StateCmd::Show { state } => {
+            let states = state.open()?;
+            let Some(loaded) = states.load_current_state::<serde_json::Value>()? else {
+                return Err(Failure::new(format!(
+                    "state {}: no state named {:?} has been saved there",
+                    state.dir.display(),
+                    state.name
+                )));
+            };
+            for (generation, why) in &loaded.skipped {
+                eprintln!("durafile: skipping damaged generation {generation}: {why}");
+            }
+            if loaded.is_fallback() {
+                eprintln!(
+                    "durafile: showing generation {}, the newest that loads",
+                    loaded.generation
+                );
+            }
+            serde_json::to_writer_pretty(&mut out, &loaded.state)
+                .map_err(|e| stdout_err(e.into()))?;
+            writeln!(out).map_err(stdout_err)?;
+        }
+        StateCmd::History { state } => {
+            let states = state.open()?;
+            for generation in states.history()? {
+                let size = generation.path.metadata().map_or(0, |m| m.len());
+                let status =
+                    match states.load_generation::<serde::de::IgnoredAny>(generation.number) {
+                        Ok(_) => "ok".to_owned(),
+                        Err(e) => format!("DAMAGED: {e}"),
+                    };
+                writeln!(
+                    out,
+                    "{:>8}  {:>10} bytes  {status}",
+                    generation.number, size
+                )
+                .map_err(stdout_err)?;
+            }
+        }
+        StateCmd::Rollback { state, generation } => {
+            let new = state.open()?.rollback(generation)?;
+            writeln!(out, "restored generation {generation} as generation {new}")
+                .map_err(stdout_err)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `durafile recover`: the library's recovery, reported one finding per line.

@@ -449,3 +449,72 @@ fn recover_dry_run_changes_nothing_and_real_run_repairs() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("DAMAGED"));
     assert_eq!(fs::read(&file).unwrap(), b"{\"evil\":1}");
 }
+
+#[test]
+fn state_show_history_and_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = p(dir.path());
+    let out = durafile(&["state", "show", d], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no state named \"state\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // Three generations written the way StateManager writes them, checksummed.
+    for n in 1..=3 {
+        let file = dir.path().join(format!("state.{n}.json"));
+        let out = durafile(
+            &["write", p(&file), "--checksum"],
+            format!("{{\"n\":{n}}}").as_bytes(),
+        );
+        assert!(out.status.success());
+    }
+    fs::write(dir.path().join("state.3.json"), "{\"n\":33}").unwrap();
+
+    let out = durafile(&["state", "show", d], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["n"], 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("skipping damaged generation 3") && err.contains("showing generation 2"),
+        "{err}"
+    );
+
+    let out = durafile(&["state", "history", d], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].trim_start().starts_with("3 ") && lines[0].contains("DAMAGED"),
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("ok") && lines[2].ends_with("ok"),
+        "{text}"
+    );
+
+    let out = durafile(&["state", "rollback", d, "1"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "restored generation 1 as generation 4\n"
+    );
+    let out = durafile(&["state", "show", d], b"");
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["n"], 1);
+    assert!(
+        dir.path().join("state.4.json.sha256").exists(),
+        "the copy keeps its checksum"
+    );
+
+    let out = durafile(&["state", "rollback", d, "3"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a damaged generation is not restored"
+    );
+}

@@ -209,12 +209,21 @@ impl StateManager {
     }
 
     /// Makes generation `number`'s content current again by copying it, verified, into a new
-    /// generation; returns the new generation's number.
+    /// generation; returns the new generation's number. The copy gets a checksum sidecar when
+    /// the original has one, whatever this manager's options say.
     pub fn rollback(&self, number: u64) -> Result<u64> {
         let _lock = self.lock()?;
-        let bytes = crate::read(self.path_of(number), self.files.options())?;
+        let source = self.path_of(number);
+        let bytes = crate::read(&source, self.files.options())?;
+        let had_checksum = source
+            .with_file_name(checksum::sidecar_name(
+                source.file_name().expect("generation"),
+            ))
+            .exists();
+        let opts = self.files.options();
+        let opts = opts.clone().checksum(opts.get_checksum() || had_checksum);
         let next = self.next_number()?;
-        let mut file = AtomicFile::new_covered(&self.path_of(next), self.files.options())?;
+        let mut file = AtomicFile::new_covered(&self.path_of(next), &opts)?;
         // A failed write is kept by the file and reported by its commit.
         let _ = file.write_all(&bytes);
         file.commit()?;
