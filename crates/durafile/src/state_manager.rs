@@ -204,7 +204,7 @@ impl StateManager {
                 });
             }
         }
-        found.sort_by(|a, b| b.number.cmp(&a.number));
+        found.sort_by_key(|g| std::cmp::Reverse(g.number));
         Ok(found)
     }
 
