@@ -14,7 +14,7 @@
 //! 1. Follow symlinks to the real file (a link stays a link) and refuse anything that is not
 //!    a regular file.
 //! 2. Take the path's exclusive [lock](crate::lock), so durafile writers take turns.
-//! 3. Create `.NAME.XXXXXXXXXX.tmp` in the target's own directory (a rename across
+//! 3. Create `.NAME.df-XXXXXXXXXX.tmp` in the target's own directory (a rename across
 //!    filesystems is not atomic) with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and mode 0600, and
 //!    hold a flock on it, which tells [`crate::recover::clean_orphans`] that a live writer
 //!    owns it.
@@ -105,6 +105,9 @@ pub struct AtomicFile {
     temp_pending: bool,
     /// Set when the target gets a checksum sidecar (see [`crate::checksum`]).
     checksum: Option<Checksum>,
+    /// Whether the options asked for checksums, so that reading the current content requires
+    /// a sidecar.
+    require_checksum: bool,
     /// The path's exclusive lock; `None` when the caller holds a lock that covers the file
     /// (a state directory's lock covers its generation files).
     _lock: Option<FileLock>,
@@ -174,6 +177,7 @@ impl AtomicFile {
             failed: None,
             temp_pending: true,
             checksum,
+            require_checksum: opts.get_checksum(),
             _lock: lock,
         })
     }
@@ -220,14 +224,15 @@ impl AtomicFile {
         self.current(read::open_target)
     }
 
-    /// The current content through `load`, verified against the sidecar when there is one.
-    fn current<T>(&self, load: impl Fn(&Target, &Options) -> Result<T>) -> Result<Option<T>> {
+    /// The current content through `load`, verified against the sidecar when there is one
+    /// (and required to have one when the options ask for checksums).
+    fn current<T>(&self, load: impl Fn(&Target, &Options, bool) -> Result<T>) -> Result<Option<T>> {
         if self.target.meta.is_none() {
             return Ok(None);
         }
-        // The exclusive lock already keeps writers out; the shared one would deadlock.
-        let opts = Options::new().lock_timeout(std::time::Duration::ZERO);
-        match load(&self.target, &opts) {
+        let opts = Options::new().checksum(self.require_checksum);
+        // The exclusive lock we hold keeps every durafile writer out.
+        match load(&self.target, &opts, true) {
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
             other => other.map(Some),
         }
@@ -245,32 +250,46 @@ impl AtomicFile {
     pub fn commit(mut self) -> Result<()> {
         // On an error return, `Drop` removes the temp file.
         self.prepare()?;
-        let finish = self.begin_checksum()?;
-        fault::point("durafile::before_rename")
+        let pair = self.begin_checksum()?;
+        if let Err(e) = fault::point("durafile::before_rename")
             .and_then(|()| fs::rename(&self.temp, &self.target.resolved))
-            .map_err(self.at(Step::Rename))?;
+        {
+            if let Some((old, _)) = &pair {
+                self.restore_sidecar(old);
+            }
+            return Err(self.at(Step::Rename)(e));
+        }
         self.temp_pending = false;
-        if self.durability == Durability::Full {
+        // With a sidecar, `Consistent` fsyncs the directory too: the sidecar's final step must
+        // not reach the disk before the rename, or a power loss could leave old data with a
+        // sidecar listing only the new digest.
+        let sync_dir = match self.durability {
+            Durability::Full => true,
+            Durability::Consistent => pair.is_some(),
+            Durability::None => false,
+        };
+        if sync_dir {
             fault::point("durafile::before_sync_dir")
                 .and_then(|()| sys::sync_dir(&self.target.dir))
                 .map_err(self.at(Step::SyncDir))?;
         }
-        if let Some(digest) = finish {
+        if let Some((_, new)) = pair {
             let sync = self.durability != Durability::None;
-            checksum::write_sidecar(&self.target, &[digest], Phase::Finish, sync)?;
+            checksum::write_sidecar(&self.target, &[new], Phase::Finish, sync, self.mode)?;
         }
         Ok(())
     }
 
     /// The first half of the checksum pair protocol: make the sidecar list the new digest
-    /// beside the old ones. Returns the new digest when the sidecar must be reduced to it
-    /// after the rename.
-    fn begin_checksum(&mut self) -> Result<Option<Digest>> {
+    /// beside the old ones. Returns the old digests and the new one when the sidecar must be
+    /// reduced after the rename (or restored, if the rename fails).
+    fn begin_checksum(&mut self) -> Result<Option<(Vec<Digest>, Digest)>> {
         let Some(Checksum { hasher, old }) = self.checksum.take() else {
             return Ok(None);
         };
         let new = hasher.finish();
-        let mut listed = match old {
+        let had_sidecar = old.is_some();
+        let old = match old {
             Some(listed) => listed,
             None => match File::open(&self.target.resolved) {
                 Ok(file) => {
@@ -280,14 +299,35 @@ impl AtomicFile {
                 Err(e) => return Err(self.at(Step::ChecksumBegin)(e)),
             },
         };
-        if listed == [new] {
+        if had_sidecar && old == [new] {
+            // Same content: the sidecar stays, but follows a change of the file's mode.
+            let sidecar = self
+                .target
+                .sibling(checksum::sidecar_name(&self.target.name));
+            fs::set_permissions(sidecar, fs::Permissions::from_mode(self.mode & 0o777))
+                .map_err(self.at(Step::ChecksumBegin))?;
             return Ok(None);
         }
-        listed.retain(|d| *d != new);
+        let mut listed: Vec<Digest> = old.iter().copied().filter(|d| *d != new).collect();
         listed.push(new);
         let sync = self.durability != Durability::None;
-        checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync)?;
-        Ok(Some(new))
+        checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode)?;
+        Ok(Some((old, new)))
+    }
+
+    /// After a failed rename, puts the sidecar back as it was, so that it does not keep
+    /// accepting content that was never published. Best effort: a sidecar left listing both
+    /// digests still verifies the old content, and recovery tidies it.
+    fn restore_sidecar(&self, old: &[Digest]) {
+        let sync = self.durability != Durability::None;
+        if old.is_empty() {
+            let _ = fs::remove_file(
+                self.target
+                    .sibling(checksum::sidecar_name(&self.target.name)),
+            );
+        } else {
+            let _ = checksum::write_sidecar(&self.target, old, Phase::Finish, sync, self.mode);
+        }
     }
 
     /// Drops the new content and removes the temp file, reporting a failure to remove it
@@ -364,6 +404,11 @@ impl AtomicFile {
     }
 
     fn fail(&mut self, e: io::Error) -> io::Error {
+        // An interrupted call wrote nothing and is retried by `write_all` and `io::copy`; only
+        // a real failure makes the temp file incomplete.
+        if e.kind() == io::ErrorKind::Interrupted {
+            return e;
+        }
         let returned = self.wrap(copy_error(&e));
         self.failed = Some(e);
         returned

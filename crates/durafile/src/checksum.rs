@@ -19,9 +19,14 @@
 //! 3. Rename the data over the target (and fsync the directory for `Full`).
 //! 4. **Finish**: replace the sidecar with one listing the new digest only.
 //!
-//! A crash or power loss at any point leaves the old data with a sidecar listing the old
-//! digest, or old or new data with a sidecar listing both, or the new data with the new
-//! digest: durafile never reports a mismatch for content it wrote. `durafile recover`
+//! A crash at any point leaves the old data with a sidecar listing the old digest, or old or
+//! new data with a sidecar listing both, or the new data with the new digest: durafile never
+//! reports a mismatch for content it wrote. The same holds after a power loss at
+//! [`Durability::Full`] and [`Durability::Consistent`]: with a sidecar, both fsync the
+//! directory after the data rename so that step 4 cannot reach the disk before step 3
+//! (so with checksums `Consistent` costs as much as `Full`). At [`Durability::None`] nothing is
+//! ordered on disk, and after a power loss a file may fail verification; `durafile recover`
+//! then lists it. `durafile recover`
 //! reduces a two-digest sidecar to the digest of the current content. Anything that changes
 //! the data outside durafile (a flipped bit, a truncation, an appended line) matches none of
 //! the listed digests and is reported as [`Error::ChecksumMismatch`].
@@ -46,6 +51,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -53,6 +59,9 @@ use sha2::{Digest as _, Sha256};
 use crate::atomic::create_temp;
 use crate::error::{Error, Result, Step};
 use crate::fault;
+use crate::lock::LockMode;
+#[cfg(doc)]
+use crate::options::Durability;
 use crate::options::Options;
 use crate::sys;
 use crate::target::Target;
@@ -231,11 +240,14 @@ pub(crate) enum Phase {
 
 /// Replaces `target`'s sidecar with one listing `digests`: temp file, fsync if `sync`, rename,
 /// and for [`Phase::Begin`] a directory fsync, so that it is durable before the data rename.
+/// The sidecar gets the data file's `mode` and owner: a digest of a private file can give
+/// away a guessable secret.
 pub(crate) fn write_sidecar(
     target: &Target,
     digests: &[Digest],
     phase: Phase,
     sync: bool,
+    mode: u32,
 ) -> Result<()> {
     let (step, before_write, before_rename) = match phase {
         Phase::Begin => (
@@ -258,7 +270,11 @@ pub(crate) fn write_sidecar(
     })?;
     let written = fault::point(before_write)
         .and_then(|()| file.write_all(&format_sidecar(digests, &target.name)))
-        .and_then(|()| file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644)))
+        .and_then(|()| match &target.meta {
+            Some(meta) => sys::copy_owner(&file, meta),
+            None => Ok(()),
+        })
+        .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode & 0o777)))
         .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
         .and_then(|()| fault::point(before_rename))
         .and_then(|()| fs::rename(&temp, &sidecar));
@@ -316,11 +332,17 @@ pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
     if !sidecar.exists() {
         return Ok(Verification::NoChecksum);
     }
-    let (digest, pending) = verified(&target, &Options::new(), |file| {
+    let ((), digest, listed) = verified(&target, &Options::new(), false, |file| {
         Ok(((), hash_reader(file)?))
+    })?;
+    Ok(match listed {
+        // The sidecar went away after we looked: there was nothing to verify against.
+        0 => Verification::NoChecksum,
+        n => Verification::Match {
+            digest,
+            pending: n > 1,
+        },
     })
-    .map(|((), digest, listed)| (digest, listed > 1))?;
-    Ok(Verification::Match { digest, pending })
 }
 
 /// Opens `target`, loads it with `load` (which returns a value and the content's digest) and
@@ -329,10 +351,17 @@ pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
 pub(crate) fn verified<T>(
     target: &Target,
     opts: &Options,
+    locked: bool,
     mut load: impl FnMut(&mut File) -> io::Result<(T, Digest)>,
 ) -> Result<(T, Digest, usize)> {
     let read_err = |e| Error::io(Step::Read, &target.given, e);
-    for _ in 0..LOCK_FREE_ATTEMPTS {
+    let mut shared = None;
+    for attempt in 1.. {
+        if attempt > LOCK_FREE_ATTEMPTS && !locked && shared.is_none() {
+            // Writers keep replacing the file faster than we can read it: queue behind them.
+            let timeout = opts.get_lock_timeout();
+            shared = Some(crate::lock::lock_target(target, LockMode::Shared, timeout)?);
+        }
         let mut file = File::open(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
         let listed = match read_sidecar(target)? {
@@ -348,33 +377,25 @@ pub(crate) fn verified<T>(
         if listed.contains(&digest) {
             return Ok((value, digest, listed.len()));
         }
-        let held = sys::file_id(&file.metadata().map_err(read_err)?);
-        let named = fs::metadata(&target.resolved)
-            .ok()
-            .map(|m| sys::file_id(&m));
-        if named == Some(held) {
-            return Err(Error::ChecksumMismatch {
-                path: target.given.clone(),
-                expected: listed.iter().map(to_hex).collect(),
-                actual: to_hex(&digest),
-            });
+        // Under a lock no durafile writer can have replaced the file; without one, only a
+        // mismatch on the inode that is still the target is real.
+        let still_target = locked || shared.is_some() || {
+            let held = sys::file_id(&file.metadata().map_err(read_err)?);
+            fs::metadata(&target.resolved).is_ok_and(|m| sys::file_id(&m) == held)
+        };
+        if still_target {
+            return Err(mismatch(&target.given, &listed, &digest));
         }
     }
-    // Writers keep replacing the file faster than we can read it: queue behind them.
-    let _lock = crate::lock::lock_target(
-        target,
-        crate::lock::LockMode::Shared,
-        opts.get_lock_timeout(),
-    )?;
-    let mut file = File::open(&target.resolved).map_err(read_err)?;
-    let (value, digest) = load(&mut file).map_err(read_err)?;
-    match read_sidecar(target)? {
-        Some(listed) if !listed.contains(&digest) => Err(Error::ChecksumMismatch {
-            path: target.given.clone(),
-            expected: listed.iter().map(to_hex).collect(),
-            actual: to_hex(&digest),
-        }),
-        listed => Ok((value, digest, listed.map_or(0, |l| l.len()))),
+    unreachable!("the loop returns once it holds the shared lock")
+}
+
+/// The error for content whose `digest` is none of the `listed` ones.
+pub(crate) fn mismatch(path: &Path, listed: &[Digest], digest: &Digest) -> Error {
+    Error::ChecksumMismatch {
+        path: path.to_path_buf(),
+        expected: listed.iter().map(to_hex).collect(),
+        actual: to_hex(digest),
     }
 }
 

@@ -7,7 +7,9 @@
 //!
 //! The points: `durafile::after_create`, `durafile::write`, `durafile::set_permissions`,
 //! `durafile::before_sync`, `durafile::after_sync`, `durafile::before_rename`,
-//! `durafile::before_sync_dir`.
+//! `durafile::before_sync_dir`; and for the checksum sidecar, `durafile::checksum_begin`,
+//! `durafile::checksum_begin_rename`, `durafile::checksum_finish`,
+//! `durafile::checksum_finish_rename`.
 
 use std::io;
 

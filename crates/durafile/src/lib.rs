@@ -21,7 +21,7 @@
 //! |---|---|
 //! | the writing process is killed (SIGKILL, OOM) at any point | the old content, complete; an orphan temp file that [`recover::clean_orphans`] removes |
 //! | the machine loses power | with [`Durability::Full`], the new content if the write returned, else the old; with [`Durability::Consistent`], old or new; never a mix |
-//! | the disk fills up, or any step fails | an error naming the step, the path and the cause; the old content, byte-for-byte; no temp file |
+//! | the disk fills up, or any step up to the rename fails | an error naming the step, the path and the cause; the old content, byte-for-byte; no temp file |
 //! | several threads and processes write at once | each write is whole; [`update`] loses no update |
 //!
 //! # Examples
@@ -44,7 +44,7 @@
 //!
 //! For a target `dir/NAME`, durafile creates `dir/.NAME.lock` (the lock, kept for good; see
 //! [`lock`]), `dir/NAME.sha256` with checksums on (see [`checksum`]) and, while a write is in
-//! flight, `dir/.NAME.XXXXXXXXXX.tmp` (and `dir/.NAME.sha256.XXXXXXXXXX.tmp`).
+//! flight, `dir/.NAME.df-XXXXXXXXXX.tmp` (and `dir/.NAME.sha256.df-XXXXXXXXXX.tmp`).
 //!
 //! # Modules
 //!

@@ -27,7 +27,8 @@
 //! # Limits
 //!
 //! - A thread that already holds a path's lock gets [`Error::AlreadyLocked`] when it asks for
-//!   it again (in either mode), instead of deadlocking on itself.
+//!   it again (in either mode, even shared inside shared), instead of deadlocking on itself.
+//!   A guard moved to another thread still counts for the thread that took it.
 //! - A timed wait polls (1 ms doubling to 25 ms); the kernel does not queue it, so a steady
 //!   stream of blocking waiters can make it time out.
 //! - Locks are advisory: they exclude only those who take them.
@@ -79,6 +80,16 @@ pub struct FileLock {
     lock_file: PathBuf,
     mode: LockMode,
     id: (u64, u64),
+    /// The thread that took the lock: the guard may be dropped on another one.
+    owner: ThreadId,
+}
+
+impl std::os::fd::AsFd for FileLock {
+    /// The descriptor the flock is held on. A child process that inherits it (with
+    /// `FD_CLOEXEC` cleared) shares the lock, as with `flock(1)`.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self._file.as_fd()
+    }
 }
 
 impl FileLock {
@@ -96,7 +107,7 @@ impl FileLock {
 impl Drop for FileLock {
     fn drop(&mut self) {
         // Closing the descriptor releases the flock; only the bookkeeping is ours to undo.
-        let entry = (self.id, thread::current().id());
+        let entry = (self.id, self.owner);
         let mut held = held();
         if let Some(i) = held.iter().position(|e| *e == entry) {
             held.swap_remove(i);
@@ -213,6 +224,7 @@ pub(crate) fn lock_target(
                 lock_file,
                 mode,
                 id,
+                owner: me,
             });
         }
     }
@@ -263,6 +275,15 @@ mod tests {
         let _held = acquire(&path, LockMode::Shared, None).unwrap();
         let err = acquire(&path, LockMode::Exclusive, None).unwrap_err();
         assert!(matches!(err, Error::AlreadyLocked { .. }), "{err}");
+    }
+
+    #[test]
+    fn guard_dropped_on_another_thread_releases_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        let guard = acquire(&path, LockMode::Exclusive, None).unwrap();
+        thread::spawn(move || drop(guard)).join().unwrap();
+        assert!(try_acquire(&path, LockMode::Exclusive).unwrap().is_some());
     }
 
     #[test]

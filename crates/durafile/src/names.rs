@@ -2,8 +2,9 @@
 //! writer, the lock and the recovery agree on them.
 //!
 //! For a target `NAME`:
-//! - temp files are `.NAME.XXXXXXXXXX.tmp`: hidden, unique (ten random base-62 characters,
-//!   created with `O_EXCL`), and recognisable by [`is_temp_name`] for orphan recovery;
+//! - temp files are `.NAME.df-XXXXXXXXXX.tmp`: hidden, unique (ten random base-62
+//!   characters, created with `O_EXCL`), and marked `df-` so that [`is_temp_name`] tells them
+//!   from other programs' temp files for orphan recovery;
 //! - the lock file is `.NAME.lock`: hidden, stable, never renamed or deleted.
 //!
 //! Names longer than a filesystem allows (255 bytes) are shortened; a shortened lock name
@@ -17,13 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const NAME_MAX: usize = 255;
 const RANDOM_LEN: usize = 10;
 const TEMP_SUFFIX: &[u8] = b".tmp";
+const TEMP_MARK: &[u8] = b".df-";
 const LOCK_SUFFIX: &[u8] = b".lock";
 
 /// A fresh temp name for `name`, different on every call.
 pub(crate) fn temp_name(name: &OsStr) -> OsString {
-    let room = NAME_MAX - 2 - RANDOM_LEN - TEMP_SUFFIX.len();
+    let room = NAME_MAX - 1 - TEMP_MARK.len() - RANDOM_LEN - TEMP_SUFFIX.len();
     let mut out = hidden(name, room);
-    out.push(b'.');
+    out.extend_from_slice(TEMP_MARK);
     out.extend_from_slice(&random_chars());
     out.extend_from_slice(TEMP_SUFFIX);
     OsString::from_vec(out)
@@ -32,13 +34,13 @@ pub(crate) fn temp_name(name: &OsStr) -> OsString {
 /// Whether `name` has the shape of a durafile temp file.
 pub fn is_temp_name(name: &OsStr) -> bool {
     let b = name.as_bytes();
-    let min = 2 + 1 + RANDOM_LEN + TEMP_SUFFIX.len();
+    let min = 2 + TEMP_MARK.len() + RANDOM_LEN + TEMP_SUFFIX.len();
     if b.len() < min || b[0] != b'.' || !b.ends_with(TEMP_SUFFIX) {
         return false;
     }
     let end = b.len() - TEMP_SUFFIX.len();
     let random = &b[end - RANDOM_LEN..end];
-    b[end - RANDOM_LEN - 1] == b'.' && random.iter().all(u8::is_ascii_alphanumeric)
+    b[..end - RANDOM_LEN].ends_with(TEMP_MARK) && random.iter().all(u8::is_ascii_alphanumeric)
 }
 
 /// The name of `name`'s lock file.
@@ -97,7 +99,10 @@ mod tests {
         let b = temp_name(OsStr::new("state.json"));
         assert_ne!(a, b);
         let s = a.to_str().unwrap();
-        assert!(s.starts_with(".state.json.") && s.ends_with(".tmp"), "{s}");
+        assert!(
+            s.starts_with(".state.json.df-") && s.ends_with(".tmp"),
+            "{s}"
+        );
         assert!(is_temp_name(&a));
     }
 
@@ -110,6 +115,8 @@ mod tests {
             "state.json.tmp",
             ".state.json.abc-efghij.tmp",
             ".state.json.abcdefghi.tmp",
+            ".state.json.abcdefghij.tmp",
+            ".state.json.df-abcdefghi.tmp",
         ] {
             assert!(!is_temp_name(OsStr::new(name)), "{name}");
         }

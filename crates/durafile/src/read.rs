@@ -37,8 +37,8 @@ use crate::target::Target;
 /// ```
 pub fn read(path: impl AsRef<Path>, opts: &Options) -> Result<Vec<u8>> {
     let target = Target::resolve(path.as_ref())?;
-    let _lock = shared_lock(&target, opts)?;
-    read_target(&target, opts)
+    let lock = shared_lock(&target, opts)?;
+    read_target(&target, opts, lock.is_some())
 }
 
 /// Opens `path` for reading, after verifying its whole content against its checksum sidecar
@@ -66,8 +66,8 @@ pub fn read(path: impl AsRef<Path>, opts: &Options) -> Result<Vec<u8>> {
 /// ```
 pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<File> {
     let target = Target::resolve(path.as_ref())?;
-    let _lock = shared_lock(&target, opts)?;
-    open_target(&target, opts)
+    let lock = shared_lock(&target, opts)?;
+    open_target(&target, opts, lock.is_some())
 }
 
 fn shared_lock(target: &Target, opts: &Options) -> Result<Option<FileLock>> {
@@ -84,21 +84,24 @@ fn needs_verify(target: &Target, opts: &Options) -> bool {
             .exists()
 }
 
-pub(crate) fn read_target(target: &Target, opts: &Options) -> Result<Vec<u8>> {
+/// Reads the target, verified; `locked` says the caller holds a lock that keeps writers out.
+pub(crate) fn read_target(target: &Target, opts: &Options, locked: bool) -> Result<Vec<u8>> {
     if needs_verify(target, opts) {
-        return checksum::verified(target, opts, checksum::read_hashed).map(|(bytes, ..)| bytes);
+        return checksum::verified(target, opts, locked, checksum::read_hashed)
+            .map(|(bytes, ..)| bytes);
     }
     std::fs::read(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e))
 }
 
-pub(crate) fn open_target(target: &Target, opts: &Options) -> Result<File> {
+/// Opens the target, verified; `locked` as for [`read_target`].
+pub(crate) fn open_target(target: &Target, opts: &Options, locked: bool) -> Result<File> {
     let open = || File::open(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e));
     if !needs_verify(target, opts) {
         return open();
     }
     // The verified pass and the caller's read must be the same inode: keep the one we hashed.
     let mut kept = None;
-    checksum::verified(target, opts, |file| {
+    checksum::verified(target, opts, locked, |file| {
         let hashed = checksum::hash_and_rewind(file)?;
         kept = Some(file.try_clone()?);
         Ok(hashed)

@@ -14,6 +14,7 @@
 
 use std::fs::{self, File, TryLockError};
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::checksum::{self, Phase};
@@ -98,6 +99,10 @@ fn orphans(dir: &Path, remove: bool) -> Result<Orphans> {
     Ok(found)
 }
 
+/// How long [`recover`] waits for a writer to release one file before it reports the file as
+/// busy and moves on.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What [`recover`] did, or with `dry_run` would do, in a directory.
 #[derive(Debug, Default)]
 pub struct Recovery {
@@ -106,16 +111,20 @@ pub struct Recovery {
     /// Sidecars that listed more than one digest (an interrupted write), reduced to the
     /// digest of the current content.
     pub checksums_completed: Vec<PathBuf>,
-    /// Sidecars whose data file does not exist (a first write interrupted before its
-    /// rename), removed.
-    pub stale_checksums: Vec<PathBuf>,
+    /// Sidecars whose data file does not exist: a file deleted outside durafile, or a first
+    /// write interrupted before its rename; recovery cannot tell which, so it keeps the
+    /// sidecar as evidence for a person to decide.
+    pub missing: Vec<PathBuf>,
+    /// Checksummed files whose lock stayed held for [`BUSY_TIMEOUT`]; not examined.
+    pub busy: Vec<PathBuf>,
     /// Files that fail verification. Listed for a person to restore, never changed.
     pub damaged: Vec<Error>,
 }
 
 /// Recovers `dir` (not its subdirectories) after a crash: removes orphan temp files,
 /// completes interrupted checksum transitions, and lists the files whose content matches
-/// none of their sidecar's digests. With `dry_run`, reports all that and changes nothing.
+/// none of their sidecar's digests and the sidecars whose file is missing. With `dry_run`,
+/// reports all that and changes nothing.
 ///
 /// Each checksummed file is examined under its exclusive lock, so recovery can run while
 /// the application does: it waits for a writer in progress rather than judging its files
@@ -123,8 +132,8 @@ pub struct Recovery {
 ///
 /// # Errors
 ///
-/// Only for the directory as a whole (it cannot be listed, a lock cannot be taken, a sidecar
-/// cannot be rewritten); a damaged file is a finding in [`Recovery::damaged`], not an error.
+/// Only for the directory as a whole (it cannot be listed, a lock file cannot be opened, a
+/// sidecar cannot be rewritten); a damaged, missing or busy file is a finding, not an error.
 ///
 /// # Examples
 ///
@@ -158,7 +167,14 @@ pub fn recover(dir: &Path, dry_run: bool) -> Result<Recovery> {
             // The data path is a symlink elsewhere or not a file: this sidecar is not its.
             _ => continue,
         };
-        let _lock = lock::lock_target(&target, LockMode::Exclusive, None)?;
+        let _lock = match lock::lock_target(&target, LockMode::Exclusive, Some(BUSY_TIMEOUT)) {
+            Ok(lock) => lock,
+            Err(Error::LockTimeout { .. }) => {
+                found.busy.push(target.given);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let listed = match checksum::read_sidecar(&target) {
             Ok(Some(listed)) => listed,
             Ok(None) => continue,
@@ -170,10 +186,7 @@ pub fn recover(dir: &Path, dry_run: bool) -> Result<Recovery> {
         let digest = match File::open(&target.resolved).and_then(checksum::hash_reader) {
             Ok(digest) => digest,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !dry_run {
-                    fs::remove_file(&sidecar).map_err(|e| Error::io(Step::Remove, &sidecar, e))?;
-                }
-                found.stale_checksums.push(sidecar);
+                found.missing.push(target.given);
                 continue;
             }
             Err(e) => {
@@ -182,14 +195,16 @@ pub fn recover(dir: &Path, dry_run: bool) -> Result<Recovery> {
             }
         };
         if !listed.contains(&digest) {
-            found.damaged.push(Error::ChecksumMismatch {
-                path: target.given.clone(),
-                expected: listed.iter().map(checksum::to_hex).collect(),
-                actual: checksum::to_hex(&digest),
-            });
+            found
+                .damaged
+                .push(checksum::mismatch(&target.given, &listed, &digest));
         } else if listed.len() > 1 {
             if !dry_run {
-                checksum::write_sidecar(&target, &[digest], Phase::Finish, true)?;
+                let mode = target
+                    .meta
+                    .as_ref()
+                    .map_or(0o644, |m| m.permissions().mode());
+                checksum::write_sidecar(&target, &[digest], Phase::Finish, true, mode)?;
             }
             found.checksums_completed.push(sidecar);
         }

@@ -35,7 +35,8 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
 
 /// Opens (creating if needed) a lock file. Never truncates, never follows a symlink, and
 /// falls back to read-only when the file exists but is not writable: flock works on any
-/// open descriptor.
+/// open descriptor. When it does not exist and cannot be created, the error is that one
+/// (EACCES on a read-only directory), not the fallback's.
 pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
     let rw = OpenOptions::new()
         .read(true)
@@ -48,7 +49,11 @@ pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(path),
+            .open(path)
+            .map_err(|fallback| match fallback.kind() {
+                io::ErrorKind::NotFound => e,
+                _ => fallback,
+            }),
         other => other,
     }
 }
@@ -85,9 +90,9 @@ pub(crate) fn copy_owner(file: &File, meta: &fs::Metadata) -> io::Result<()> {
 /// The process's umask.
 ///
 /// Linux publishes it in `/proc/self/status` (since 4.7), which is free of races. Elsewhere
-/// the only way to read it is to set it and set it back; durafile sets the most restrictive
-/// value for that instant, so a file another thread creates meanwhile is never more exposed
-/// than it would have been, only briefly more private.
+/// the only way to read it is to set it and set it back. durafile sets 077 for that instant:
+/// a file another thread happens to create in it keeps mode bits for its owner only, which
+/// is never more exposed than intended, though it may be more private for good.
 pub(crate) fn umask() -> u32 {
     if let Some(mask) = proc_umask() {
         return mask;

@@ -118,6 +118,18 @@ fn changes_outside_durafile_are_detected() {
 }
 
 #[test]
+fn sidecar_is_as_private_as_its_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.json");
+    for mode in [0o600, 0o640] {
+        durafile::write(&path, b"{\"pin\":\"1234\"}", &with_checksum().mode(mode)).unwrap();
+        let sidecar = fs::metadata(dir.path().join("secret.json.sha256")).unwrap();
+        assert_eq!(sidecar.permissions().mode() & 0o777, mode);
+    }
+}
+
+#[test]
 fn required_checksum_must_exist_and_optional_one_is_still_verified() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain.json");
@@ -150,13 +162,21 @@ fn writers_keep_an_existing_sidecar_current_even_without_the_option() {
 #[test]
 fn first_checksummed_write_over_an_existing_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("legacy.json");
-    fs::write(&path, b"{\"old\":true}").unwrap();
-    durafile::write(&path, b"{\"new\":true}", &with_checksum()).unwrap();
-    assert!(matches!(
-        checksum::verify(&path).unwrap(),
-        Verification::Match { pending: false, .. }
-    ));
+    for (i, new) in [&b"{\"new\":true}"[..], b"{\"old\":true}"]
+        .into_iter()
+        .enumerate()
+    {
+        let path = dir.path().join(format!("legacy{i}.json"));
+        fs::write(&path, b"{\"old\":true}").unwrap();
+        durafile::write(&path, new, &with_checksum()).unwrap();
+        assert!(
+            matches!(
+                checksum::verify(&path).unwrap(),
+                Verification::Match { pending: false, .. }
+            ),
+            "new content {i}"
+        );
+    }
 }
 
 #[test]
@@ -245,7 +265,7 @@ fn recover_completes_transitions_removes_stale_sidecars_and_lists_damage() {
         format!("{old_line}\n{new_line}\n"),
     )
     .unwrap();
-    // A first write interrupted before its rename: a sidecar with no data.
+    // A sidecar with no data: a deleted file, or a first write interrupted before its rename.
     durafile::write(d.join("gone.json"), b"x", &with_checksum()).unwrap();
     fs::remove_file(d.join("gone.json")).unwrap();
     // Damage.
@@ -268,22 +288,25 @@ fn recover_completes_transitions_removes_stale_sidecars_and_lists_damage() {
     let done = durafile::recover::recover(d, false).unwrap();
     for found in [&dry, &done] {
         assert_eq!(found.checksums_completed, [d.join("pending.json.sha256")]);
-        assert_eq!(found.stale_checksums, [d.join("gone.json.sha256")]);
+        assert_eq!(found.missing, [d.join("gone.json")]);
         assert_eq!(found.damaged.len(), 1);
         assert_eq!(found.damaged[0].path(), d.join("bad.json"));
     }
     assert_eq!(sidecar_lines(&d.join("pending.json")), [new_line]);
-    assert!(!d.join("gone.json.sha256").exists());
+    assert!(
+        d.join("gone.json.sha256").exists(),
+        "evidence of a missing file is kept"
+    );
     assert_eq!(
         fs::read(d.join("bad.json")).unwrap(),
         b"evil",
         "damage is listed, not touched"
     );
     assert!(d.join("bad.json.sha256").exists());
-    // Idempotent: a second run finds only the damage.
+    // Idempotent: a second run finds only what needs a person.
     let again = durafile::recover::recover(d, false).unwrap();
-    assert!(again.checksums_completed.is_empty() && again.stale_checksums.is_empty());
-    assert_eq!(again.damaged.len(), 1);
+    assert!(again.checksums_completed.is_empty());
+    assert_eq!((again.damaged.len(), again.missing.len()), (1, 1));
 }
 
 proptest! {

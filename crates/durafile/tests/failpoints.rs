@@ -211,6 +211,11 @@ fn every_checksum_step_fails_without_false_alarm() {
                 Ok(_) => {}
                 Err(e) => panic!("{ctx}: false alarm: {e}"),
             }
+            if point == "durafile::before_rename" {
+                // The sidecar was put back: it does not accept content never published.
+                let text = fs::read_to_string(dir.path().join("state.json.sha256")).unwrap();
+                assert_eq!(text.lines().count(), 1, "{ctx}: {text}");
+            }
             let found = durafile::recover::recover(dir.path(), false).unwrap();
             assert!(found.damaged.is_empty(), "{ctx}");
             if dir.path().join("state.json.sha256").exists() {
@@ -223,5 +228,19 @@ fn every_checksum_step_fails_without_false_alarm() {
             }
         }
     }
+    scenario.teardown();
+}
+
+/// EINTR is not a failure: the write is retried and the file commits whole.
+#[test]
+fn interrupted_write_is_retried_not_fatal() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    fail::cfg("durafile::write", &format!("1*return({})", libc::EINTR)).unwrap();
+    durafile::write(&path, b"whole", &Options::new()).unwrap();
+    fail::remove("durafile::write");
+    assert_eq!(fs::read(&path).unwrap(), b"whole");
     scenario.teardown();
 }
