@@ -11,6 +11,8 @@ mod verify;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -51,6 +53,9 @@ enum Cmd {
     Cat {
         /// The file to print.
         file: PathBuf,
+        /// Refuse a file that has no checksum file, instead of printing it unverified.
+        #[arg(long)]
+        checksum: bool,
     },
     /// Check files against their checksum files (NAME.sha256).
     ///
@@ -72,7 +77,8 @@ enum Cmd {
     /// updates, and list (never delete) files that fail verification.
     ///
     /// Safe to run while applications write: live writers' files are left alone, and each
-    /// checksummed file is examined under its lock. Exits 1 when a damaged file is found.
+    /// checksummed file is examined under its lock. Exits 1 when a file is damaged, missing
+    /// while its checksum file exists, or too busy to examine.
     Recover {
         /// The directory to recover (not its subdirectories).
         dir: PathBuf,
@@ -83,7 +89,8 @@ enum Cmd {
     /// Run CMD while holding FILE's durafile lock, like flock(1).
     ///
     /// The lock is the one every durafile writer of FILE takes, so CMD runs while no durafile
-    /// write or update of FILE is in progress. Exits with CMD's status.
+    /// write or update of FILE is in progress. As with flock(1), CMD inherits the lock, so it
+    /// stays held while CMD runs even if durafile itself is killed. Exits with CMD's status.
     Lock {
         /// The file whose lock to take (it need not exist).
         file: PathBuf,
@@ -211,8 +218,8 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             out.commit()?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Cat { file } => {
-            let mut verified = durafile::open(&file, &Options::new())?;
+        Cmd::Cat { file, checksum } => {
+            let mut verified = durafile::open(&file, &Options::new().checksum(checksum))?;
             match io::copy(&mut verified, &mut io::stdout().lock()) {
                 Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
                     Err(Failure::new(format!("cat {}: {e}", file.display())))
@@ -241,8 +248,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             } else {
                 LockMode::Exclusive
             };
-            let _guard = lock::acquire(&file, mode, timeout)?;
-            let status = spawn(&command, Command::new(&command[0]).args(&command[1..]))?
+            let guard = lock::acquire(&file, mode, timeout)?;
+            let mut cmd = Command::new(&command[0]);
+            cmd.args(&command[1..]);
+            // Like flock(1), the command inherits the locked descriptor, so the lock stays
+            // held while it runs even if this process is killed.
+            let fd = guard.as_fd().as_raw_fd();
+            // SAFETY: fcntl is async-signal-safe, and `fd` stays open until the child execs.
+            unsafe {
+                cmd.pre_exec(move || match libc::fcntl(fd, libc::F_SETFD, 0) {
+                    -1 => Err(io::Error::last_os_error()),
+                    _ => Ok(()),
+                });
+            }
+            let status = spawn(&command, &mut cmd)?
                 .wait()
                 .map_err(|e| Failure::new(format!("wait for {}: {e}", show(&command))))?;
             Ok(failure::exit_code(status))
@@ -311,10 +330,10 @@ fn state(cmd: StateCmd) -> Result<ExitCode, Failure> {
 /// `durafile recover`: the library's recovery, reported one finding per line.
 fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
     let found = durafile::recover::recover(dir, dry_run)?;
-    let (removed, completed, stale) = if dry_run {
-        ("would remove", "would complete", "would remove")
+    let (removed, completed) = if dry_run {
+        ("would remove", "would complete")
     } else {
-        ("removed", "completed", "removed")
+        ("removed", "completed")
     };
     let mut out = io::stdout().lock();
     let mut say = |line: String| {
@@ -335,24 +354,33 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
             p.display()
         ))?;
     }
-    for p in &found.stale_checksums {
+    for p in &found.missing {
         say(format!(
-            "{stale} checksum file of a missing file {}",
+            "MISSING {}: its checksum file exists but it does not (deleted, or a first write \
+             interrupted by a crash: restore it, or delete the checksum file)",
+            p.display()
+        ))?;
+    }
+    for p in &found.busy {
+        say(format!(
+            "BUSY {}: its lock stayed held; run recover again",
             p.display()
         ))?;
     }
     for e in &found.damaged {
-        say(format!("DAMAGED {}", e))?;
+        say(format!("DAMAGED {e}"))?;
     }
     say(format!(
-        "{}: {} orphan(s), {} checksum(s) completed, {} stale checksum(s), {} damaged file(s)",
+        "{}: {} orphan(s), {} checksum(s) completed, {} damaged, {} missing, {} busy",
         dir.display(),
         found.orphans.removed.len(),
         found.checksums_completed.len(),
-        found.stale_checksums.len(),
-        found.damaged.len()
+        found.damaged.len(),
+        found.missing.len(),
+        found.busy.len()
     ))?;
-    Ok(if found.damaged.is_empty() {
+    let clean = found.damaged.is_empty() && found.missing.is_empty() && found.busy.is_empty();
+    Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -388,6 +416,13 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
         .wait()
         .map_err(|e| Failure::new(format!("wait for {}: {e}", show(command))))?;
     let fed = feeder.join().expect("feeder thread does not panic");
+    // When we stopped reading (invalid JSON, a full disk), the command may have died of the
+    // closed pipe: our error is the cause, not its SIGPIPE.
+    let killed_by_our_pipe =
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGPIPE);
+    if pumped.is_err() && (status.success() || killed_by_our_pipe) {
+        return pumped.map(|()| ExitCode::FAILURE);
+    }
     if !status.success() {
         return Err(Failure::with_code(
             format!(

@@ -58,6 +58,10 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
                 })
             }
             Ok(Verification::NoChecksum) if !c.explicit => None,
+            Ok(Verification::NoChecksum) if !c.path.exists() => {
+                failed += 1;
+                Some(problem(json, &c.path, "missing", "does not exist", None))
+            }
             Ok(Verification::NoChecksum) => {
                 failed += 1;
                 Some(problem(
@@ -152,9 +156,8 @@ fn problem(
 fn collect(paths: &[PathBuf], recursive: bool) -> Result<Vec<Candidate>, Failure> {
     let mut found = Vec::new();
     for path in paths {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Failure::new(format!("verify {}: {e}", path.display())))?;
-        if !meta.is_dir() {
+        // A path that does not exist is checked like a file, and reported as a problem.
+        if !path.is_dir() {
             found.push(Candidate {
                 path: checksum::checksummed_file(path).unwrap_or_else(|| path.clone()),
                 explicit: true,

@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -239,6 +240,7 @@ fn lock_runs_command_with_its_status_and_excludes_writers() {
     let mut holder = Command::new(BIN)
         .args(["lock", p(&file), "--", "sh", "-c", "echo held; sleep 2"])
         .stdout(Stdio::piped())
+        .process_group(0)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -265,9 +267,13 @@ fn lock_runs_command_with_its_status_and_excludes_writers() {
         b"",
     );
     assert_eq!(out.status.code(), Some(1));
-    holder.kill().unwrap();
+    // SIGKILL durafile and its command (which shares the lock): the lock is free at once.
+    // SAFETY: kill(2) on the process group we created.
+    assert_eq!(
+        unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) },
+        0
+    );
     holder.wait().unwrap();
-    // SIGKILL freed the lock at once.
     let out = durafile(&["write", p(&file), "--timeout", "0"], b"x");
     assert!(out.status.success(), "{}", stderr(&out));
 }
@@ -398,11 +404,65 @@ fn verify_walks_directories_and_flags_named_files_without_checksum() {
     let named = durafile(&["verify", p(&dir.path().join("unchecked"))], b"");
     assert_eq!(named.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&named.stdout).contains("has no checksum file"));
-    // Deleting the data but not its sidecar is a problem too.
+    let out = durafile(
+        &["cat", "--checksum", p(&dir.path().join("unchecked"))],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && stderr(&out).contains("checksums are required"));
+    // A path that does not exist is reported, and the others are still checked.
+    let absent = dir.path().join("absent");
+    let out = durafile(&["verify", p(&absent), p(&dir.path().join("f0"))], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("absent: does not exist"), "{text}");
+    assert!(
+        text.contains("verified 2 file(s): 1 ok, 1 failed"),
+        "{text}"
+    );
+    // Deleting the data but not its sidecar is a problem too, and recover keeps the evidence.
     fs::remove_file(sub.join("f2")).unwrap();
     let out = durafile(&["verify", "-r", p(dir.path())], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("missing, but its checksum file exists"));
+    let out = durafile(&["recover", p(&sub)], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MISSING"));
+    assert!(sub.join("f2.sha256").exists());
+}
+
+#[test]
+fn update_reports_its_own_failure_not_the_commands_sigpipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.json");
+    fs::write(&file, "{}").unwrap();
+    // `yes` writes forever; durafile stops reading at the first invalid byte.
+    let out = durafile(&["update", p(&file), "--json", "--", "yes", "x"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
+    assert_eq!(fs::read(&file).unwrap(), b"{}");
+}
+
+#[test]
+fn the_command_under_lock_keeps_the_lock_if_durafile_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    let mut holder = Command::new(BIN)
+        .args(["lock", p(&file), "--", "sh", "-c", "echo held; sleep 3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // durafile is dead; its `sleep` still runs and still holds the lock.
+    let out = durafile(&["write", p(&file), "--timeout", "0.3"], b"x");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("still held elsewhere"));
 }
 
 #[test]
