@@ -141,6 +141,12 @@ impl AtomicFile {
         AtomicFile::create(target, opts, Some(lock))
     }
 
+    /// [`AtomicFile::new`] with the path's exclusive lock already taken (a group commit takes
+    /// its locks in a global order, so that two batches cannot deadlock).
+    pub(crate) fn with_lock(path: &Path, opts: &Options, lock: FileLock) -> Result<AtomicFile> {
+        AtomicFile::create(Target::resolve(path)?, opts, Some(lock))
+    }
+
     /// [`AtomicFile::new`] for a file whose writers are already excluded by a lock the caller
     /// holds, so that no lock file is made for it.
     pub(crate) fn new_covered(path: &Path, opts: &Options) -> Result<AtomicFile> {
@@ -247,43 +253,29 @@ impl AtomicFile {
     /// [`Step::SetPermissions`], [`Step::Sync`] or [`Step::Rename`] leaves the target
     /// untouched and the temp file removed. An error at [`Step::SyncDir`] means the new
     /// content is in place but may not survive a power loss.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        let mut staged = self.stage(true)?;
+        staged.publish()?;
+        if staged.needs_dir_sync() {
+            staged.sync_dir()?;
+        }
+        staged.finish()
+    }
+
+    /// Everything before the rename: flush, permissions, fsync, and the first half of the
+    /// checksum pair protocol (whose directory fsync is left to the caller unless `sync_dir`,
+    /// so that a group commit can do one for many files).
+    pub(crate) fn stage(mut self, sync_dir: bool) -> Result<Staged> {
         // On an error return, `Drop` removes the temp file.
         self.prepare()?;
-        let pair = self.begin_checksum()?;
-        if let Err(e) = fault::point("durafile::before_rename")
-            .and_then(|()| fs::rename(&self.temp, &self.target.resolved))
-        {
-            if let Some((old, _)) = &pair {
-                self.restore_sidecar(old);
-            }
-            return Err(self.at(Step::Rename)(e));
-        }
-        self.temp_pending = false;
-        // With a sidecar, `Consistent` fsyncs the directory too: the sidecar's final step must
-        // not reach the disk before the rename, or a power loss could leave old data with a
-        // sidecar listing only the new digest.
-        let sync_dir = match self.durability {
-            Durability::Full => true,
-            Durability::Consistent => pair.is_some(),
-            Durability::None => false,
-        };
-        if sync_dir {
-            fault::point("durafile::before_sync_dir")
-                .and_then(|()| sys::sync_dir(&self.target.dir))
-                .map_err(self.at(Step::SyncDir))?;
-        }
-        if let Some((_, new)) = pair {
-            let sync = self.durability != Durability::None;
-            checksum::write_sidecar(&self.target, &[new], Phase::Finish, sync, self.mode)?;
-        }
-        Ok(())
+        let pair = self.begin_checksum(sync_dir)?;
+        Ok(Staged { file: self, pair })
     }
 
     /// The first half of the checksum pair protocol: make the sidecar list the new digest
     /// beside the old ones. Returns the old digests and the new one when the sidecar must be
     /// reduced after the rename (or restored, if the rename fails).
-    fn begin_checksum(&mut self) -> Result<Option<(Vec<Digest>, Digest)>> {
+    fn begin_checksum(&mut self, sync_dir: bool) -> Result<Option<(Vec<Digest>, Digest)>> {
         let Some(Checksum { hasher, old }) = self.checksum.take() else {
             return Ok(None);
         };
@@ -312,6 +304,9 @@ impl AtomicFile {
         listed.push(new);
         let sync = self.durability != Durability::None;
         checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode)?;
+        if sync && sync_dir {
+            sys::sync_dir(&self.target.dir).map_err(self.at(Step::ChecksumBegin))?;
+        }
         Ok(Some((old, new)))
     }
 
@@ -424,6 +419,74 @@ impl Drop for AtomicFile {
         if self.temp_pending {
             // Best effort: whatever is left is an orphan that recovery can tell is unowned.
             let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// A file whose new content is written and fsynced, not yet renamed: the halves of a commit,
+/// so that a group commit can fsync each directory once for many files.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    file: AtomicFile,
+    /// The old digests and the new one, when the sidecar lists both (pair protocol begun).
+    pair: Option<(Vec<Digest>, Digest)>,
+}
+
+impl Staged {
+    /// The directory whose fsync orders and persists this file's renames.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.file.target.dir
+    }
+
+    /// Whether the sidecar's first step must be made durable (a directory fsync) before
+    /// [`Staged::publish`].
+    pub(crate) fn begun(&self) -> bool {
+        self.pair.is_some() && self.file.durability != Durability::None
+    }
+
+    /// Renames the new content over the target. On failure the sidecar is put back and the
+    /// temp file removed (when the `Staged` is dropped).
+    pub(crate) fn publish(&mut self) -> Result<()> {
+        let f = &mut self.file;
+        if let Err(e) = fault::point("durafile::before_rename")
+            .and_then(|()| fs::rename(&f.temp, &f.target.resolved))
+        {
+            if let Some((old, _)) = &self.pair {
+                f.restore_sidecar(old);
+            }
+            return Err(f.at(Step::Rename)(e));
+        }
+        f.temp_pending = false;
+        Ok(())
+    }
+
+    /// Whether the directory must be fsynced after the rename: for `Full`, and with a
+    /// sidecar for `Consistent` too, so that the sidecar's last step cannot reach the disk
+    /// before the rename (a power loss would leave old data with only the new digest).
+    pub(crate) fn needs_dir_sync(&self) -> bool {
+        match self.file.durability {
+            Durability::Full => true,
+            Durability::Consistent => self.pair.is_some(),
+            Durability::None => false,
+        }
+    }
+
+    /// fsync of the directory after the rename.
+    pub(crate) fn sync_dir(&self) -> Result<()> {
+        fault::point("durafile::before_sync_dir")
+            .and_then(|()| sys::sync_dir(self.dir()))
+            .map_err(self.file.at(Step::SyncDir))
+    }
+
+    /// The second half of the pair protocol: the sidecar lists the new digest only.
+    pub(crate) fn finish(self) -> Result<()> {
+        match self.pair {
+            Some((_, new)) => {
+                let f = &self.file;
+                let sync = f.durability != Durability::None;
+                checksum::write_sidecar(&f.target, &[new], Phase::Finish, sync, f.mode)
+            }
+            None => Ok(()),
         }
     }
 }

@@ -238,8 +238,9 @@ pub(crate) enum Phase {
     Finish,
 }
 
-/// Replaces `target`'s sidecar with one listing `digests`: temp file, fsync if `sync`, rename,
-/// and for [`Phase::Begin`] a directory fsync, so that it is durable before the data rename.
+/// Replaces `target`'s sidecar with one listing `digests`: temp file, fsync if `sync`, rename.
+/// After [`Phase::Begin`] the caller fsyncs the directory, so that it is durable before the
+/// data rename.
 /// The sidecar gets the data file's `mode` and owner: a digest of a private file can give
 /// away a guessable secret.
 pub(crate) fn write_sidecar(
@@ -281,10 +282,6 @@ pub(crate) fn write_sidecar(
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(at(e));
-    }
-    drop(file);
-    if sync && phase == Phase::Begin {
-        sys::sync_dir(&target.dir).map_err(at)?;
     }
     Ok(())
 }

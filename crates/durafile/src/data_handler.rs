@@ -66,6 +66,11 @@ impl DataHandler {
         &self.dir
     }
 
+    /// The file manager (and so the options) every document goes through.
+    pub fn files(&self) -> &FileManager {
+        &self.files
+    }
+
     /// The file that holds `key`'s document.
     ///
     /// # Errors

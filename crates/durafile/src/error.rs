@@ -258,6 +258,19 @@ pub enum Error {
         newest: Box<Error>,
     },
 
+    /// A schema migration could not migrate a document. In a directory migration nothing was
+    /// changed: every document is still at its old version.
+    #[error(
+        "migrate {}: {reason} (no document was changed)",
+        path.display()
+    )]
+    Migration {
+        /// The document.
+        path: PathBuf,
+        /// What went wrong: the failing step and its message, or a bad version field.
+        reason: String,
+    },
+
     /// The calling thread already holds the lock on this path; taking it again would deadlock.
     #[error(
         "lock {}: this thread already holds this file's lock, and taking it again would deadlock (use the guard you hold)",
@@ -292,6 +305,7 @@ impl Error {
             Error::Serialize { .. } => Some(Step::Write),
             Error::InvalidKey { .. } => Some(Step::Resolve),
             Error::NoGoodState { .. } => Some(Step::Read),
+            Error::Migration { .. } => Some(Step::Write),
         }
     }
 
@@ -307,7 +321,8 @@ impl Error {
             | Error::MissingChecksum { path, .. }
             | Error::BadChecksumFile { path, .. }
             | Error::InvalidJson { path, .. }
-            | Error::Serialize { path, .. } => path,
+            | Error::Serialize { path, .. }
+            | Error::Migration { path, .. } => path,
             Error::InvalidKey { key, .. } => Path::new(key),
             Error::NoGoodState { dir, .. } => dir,
         }
@@ -344,6 +359,7 @@ impl From<Error> for io::Error {
             Error::MissingChecksum { .. } => io::ErrorKind::NotFound,
             Error::InvalidJson { .. } | Error::NoGoodState { .. } => io::ErrorKind::InvalidData,
             Error::Serialize { .. } | Error::InvalidKey { .. } => io::ErrorKind::InvalidInput,
+            Error::Migration { .. } => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, err)
     }

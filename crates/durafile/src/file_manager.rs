@@ -119,6 +119,25 @@ impl FileManager {
         Ok(result)
     }
 
+    /// The bytes `write_json_file` would write for `value`.
+    pub(crate) fn to_bytes<T: Serialize + ?Sized>(
+        &self,
+        path: &Path,
+        value: &T,
+    ) -> Result<Vec<u8>> {
+        let bytes = if self.pretty {
+            serde_json::to_vec_pretty(value)
+        } else {
+            serde_json::to_vec(value)
+        };
+        let mut bytes = bytes.map_err(|source| Error::Serialize {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
     /// Serialises into the atomic file. A failure of the file itself is left for its commit
     /// to report (with step, path and hint); a value with no JSON form is reported here.
     pub(crate) fn serialize_into<T: Serialize + ?Sized>(

@@ -53,6 +53,8 @@
 //! - [`checksum`]: SHA-256 sidecars that stay consistent through crashes.
 //! - [`file_manager`], [`data_handler`], [`state_manager`]: typed JSON files, a directory of
 //!   keyed documents, and an application state kept in generations, all on the above.
+//! - [`migrate`]: versioned schema migrations, all-or-nothing across a directory.
+//! - [`batch`]: many writes on a thread pool, with group commit.
 //! - [`read()`]: reading, optionally under the shared lock.
 //! - [`recover`]: cleaning up after a crash.
 //! - [`error`]: one [`Error`] type with step, path, cause and advice.
@@ -60,12 +62,14 @@
 #![deny(missing_docs)]
 
 pub mod atomic;
+pub mod batch;
 pub mod checksum;
 pub mod data_handler;
 pub mod error;
 mod fault;
 pub mod file_manager;
 pub mod lock;
+pub mod migrate;
 mod names;
 mod options;
 mod read;

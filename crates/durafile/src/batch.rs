@@ -1,0 +1,412 @@
+//! Many JSON writes at once, on a bounded pool of threads, with group commit.
+//!
+//! # Guarantees
+//!
+//! Every operation goes through the path's lock and the atomic write, so concurrent jobs (in
+//! this batch, other batches, other processes) never tear a file or lose an update: the
+//! operations on one document are applied in the order given, under its exclusive lock, to
+//! its current content. A failing operation does not stop the others.
+//!
+//! A batch is **not** a transaction across files: a crash part-way leaves each file with
+//! its old or its new content, complete, but some files new and others old.
+//!
+//! # Group commit, and what is durable when
+//!
+//! Documents are committed in groups of up to [`BatchProcessor::group_size`] files:
+//!
+//! 1. their locks are taken in one global order (so two batches cannot deadlock);
+//! 2. the worker threads read, apply the operations, write and fsync each temp file, in
+//!    parallel (and record the new digest in checksum sidecars);
+//! 3. each directory involved is fsynced once (only when sidecars need it), every file is
+//!    renamed into place, each directory is fsynced once more, and the sidecars are finished.
+//!
+//! At [`Durability::Full`](crate::Durability::Full) an operation reported
+//! [`Outcome::Applied`] is durable once [`BatchProcessor::run`] returns (its group is durable
+//! as soon as step 3 is done); the cost is one file fsync per document, in parallel, plus two
+//! directory fsyncs per directory per group, instead of a file and a directory fsync per write.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::atomic::{AtomicFile, Staged};
+use crate::error::{Error, Step};
+use crate::file_manager::{FileManager, parse};
+use crate::lock::{self, FileLock, LockMode};
+use crate::sys;
+
+/// One job: a change to one JSON document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Replace the document with `value`.
+    Write {
+        /// The document.
+        path: PathBuf,
+        /// Its new content.
+        value: Value,
+    },
+    /// Apply an RFC 7396 merge patch to the document (a missing document starts empty).
+    Merge {
+        /// The document.
+        path: PathBuf,
+        /// The patch: objects merge key by key, `null` removes a key, anything else replaces.
+        patch: Value,
+    },
+}
+
+impl Op {
+    /// The document this operation changes.
+    pub fn path(&self) -> &Path {
+        match self {
+            Op::Write { path, .. } | Op::Merge { path, .. } => path,
+        }
+    }
+}
+
+/// What became of one operation.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Applied and committed.
+    Applied,
+    /// Not applied, and why. Operations on one document that failed together share the error.
+    Failed(Arc<Error>),
+    /// Not attempted: the batch was cancelled first.
+    Cancelled,
+}
+
+/// The outcome of every operation of a batch, in the order the operations were given.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    /// One outcome per operation.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl BatchReport {
+    /// How many operations were applied.
+    pub fn applied(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Applied))
+    }
+
+    /// How many operations failed.
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed(_)))
+    }
+
+    /// How many operations were cancelled before they were attempted.
+    pub fn cancelled(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Cancelled))
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| f(o)).count()
+    }
+}
+
+/// Applies RFC 7396 JSON merge patch `patch` to `target`.
+///
+/// # Examples
+///
+/// ```
+/// use serde_json::json;
+/// let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}});
+/// durafile::batch::merge_patch(&mut doc, &json!({"a": null, "b": {"c": 20}, "e": [1]}));
+/// assert_eq!(doc, json!({"b": {"c": 20, "d": 3}, "e": [1]}));
+/// ```
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let object = target.as_object_mut().expect("made an object above");
+    for (key, value) in fields {
+        if value.is_null() {
+            object.remove(key);
+        } else {
+            merge_patch(object.entry(key.as_str()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// Runs batches of [`Op`]s.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::batch::{BatchProcessor, Op};
+/// use durafile::{FileManager, Options};
+/// use serde_json::json;
+///
+/// let dir = tempfile::tempdir()?;
+/// let doc = dir.path().join("stock.json");
+/// let ops: Vec<Op> = (0..100)
+///     .map(|i| Op::Merge { path: doc.clone(), patch: json!({ format!("sku{i}"): i }) })
+///     .collect();
+/// let report = BatchProcessor::new(FileManager::new(Options::new())).run(ops);
+/// assert_eq!(report.applied(), 100);
+/// let stock: serde_json::Value = FileManager::default().read_json_file(&doc)?;
+/// assert_eq!(stock.as_object().unwrap().len(), 100);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BatchProcessor {
+    files: FileManager,
+    workers: usize,
+    group_size: usize,
+}
+
+/// Progress of a batch, for [`BatchProcessor::run_with`]'s callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Operations finished (applied or failed).
+    pub done: usize,
+    /// All operations.
+    pub total: usize,
+}
+
+/// One document and the indices of its operations in the batch.
+struct Group {
+    path: PathBuf,
+    ops: Vec<usize>,
+}
+
+impl BatchProcessor {
+    /// A processor writing with `files`' options, with one worker per available CPU and groups
+    /// of 256 documents.
+    pub fn new(files: FileManager) -> BatchProcessor {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        BatchProcessor {
+            files,
+            workers,
+            group_size: 256,
+        }
+    }
+
+    /// Uses `n` worker threads (at least 1).
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> BatchProcessor {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Commits at most `n` documents (at least 1) together. Each holds a lock and an open temp
+    /// file until its group commits, so this bounds open descriptors at about 2n.
+    #[must_use]
+    pub fn group_size(mut self, n: usize) -> BatchProcessor {
+        self.group_size = n.max(1);
+        self
+    }
+
+    /// Runs `ops` to the end and reports each one's outcome.
+    pub fn run(&self, ops: Vec<Op>) -> BatchReport {
+        self.run_with(ops, &|_| {}, &AtomicBool::new(false))
+    }
+
+    /// Runs `ops`, calling `progress` after each group commits, and stops before the next
+    /// document once `cancel` is set (operations not attempted are [`Outcome::Cancelled`];
+    /// documents already being written still commit).
+    pub fn run_with(
+        &self,
+        ops: Vec<Op>,
+        progress: &(dyn Fn(Progress) + Sync),
+        cancel: &AtomicBool,
+    ) -> BatchReport {
+        let total = ops.len();
+        let mut outcomes = vec![Outcome::Cancelled; total];
+        // Group by lock file: two spellings of one path (or a symlink) are one document.
+        let mut groups: BTreeMap<PathBuf, Group> = BTreeMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            match lock::lock_file_path(op.path()) {
+                Ok(key) => {
+                    groups
+                        .entry(key)
+                        .or_insert_with(|| Group {
+                            path: op.path().to_path_buf(),
+                            ops: Vec::new(),
+                        })
+                        .ops
+                        .push(i);
+                }
+                Err(e) => outcomes[i] = Outcome::Failed(Arc::new(e)),
+            }
+        }
+        let groups: Vec<Group> = groups.into_values().collect();
+        let mut done = total - groups.iter().map(|g| g.ops.len()).sum::<usize>();
+        for chunk in groups.chunks(self.group_size) {
+            if cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            for (i, outcome) in self.commit_group(chunk, &ops, cancel) {
+                if !matches!(outcome, Outcome::Cancelled) {
+                    done += 1;
+                }
+                outcomes[i] = outcome;
+            }
+            progress(Progress { done, total });
+        }
+        BatchReport { outcomes }
+    }
+
+    /// Applies and commits one group of documents; returns outcomes by operation index.
+    fn commit_group(
+        &self,
+        groups: &[Group],
+        ops: &[Op],
+        cancel: &AtomicBool,
+    ) -> Vec<(usize, Outcome)> {
+        let mut outcomes = Vec::new();
+        // Locks in the groups' (sorted) order: every batch takes them in the same order, so
+        // two batches holding many locks each cannot deadlock.
+        let timeout = self.files.options().get_lock_timeout();
+        let mut locked = Vec::new();
+        for group in groups {
+            match lock::acquire(&group.path, LockMode::Exclusive, timeout) {
+                Ok(lock) => locked.push(Mutex::new(Some((group, lock)))),
+                Err(e) => fail_all(&mut outcomes, &group.ops, Arc::new(e)),
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let staged: Vec<Prepared> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..self.workers.min(locked.len()))
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(slot) = locked.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let (group, lock) = slot.lock().expect("slot").take().expect("once");
+                            mine.push(self.prepare(group, ops, lock, cancel));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("a batch worker panicked"))
+                .collect()
+        });
+        let mut ready = Vec::new();
+        for prepared in staged {
+            outcomes.extend(prepared.outcomes);
+            ready.extend(prepared.staged);
+        }
+        publish(ready, &mut outcomes);
+        outcomes
+    }
+
+    /// Reads one document under its lock, applies its operations in order, and stages the
+    /// result (written and fsynced, not renamed).
+    fn prepare(&self, group: &Group, ops: &[Op], lock: FileLock, cancel: &AtomicBool) -> Prepared {
+        let mut done = Prepared {
+            outcomes: Vec::new(),
+            staged: None,
+        };
+        if cancel.load(Ordering::Relaxed) {
+            done.outcomes = group.ops.iter().map(|&i| (i, Outcome::Cancelled)).collect();
+            return done;
+        }
+        let mut file = match AtomicFile::with_lock(&group.path, self.files.options(), lock) {
+            Ok(file) => file,
+            Err(e) => {
+                fail_all(&mut done.outcomes, &group.ops, Arc::new(e));
+                return done;
+            }
+        };
+        let mut current: Result<Value, Arc<Error>> = match file.read_current() {
+            Ok(Some(bytes)) => parse(&group.path, &bytes).map_err(Arc::new),
+            Ok(None) => Ok(Value::Null),
+            Err(e) => Err(Arc::new(e)),
+        };
+        let mut applied = Vec::new();
+        for &i in &group.ops {
+            match (&ops[i], &mut current) {
+                (Op::Write { value, .. }, _) => {
+                    current = Ok(value.clone());
+                    applied.push(i);
+                }
+                (Op::Merge { patch, .. }, Ok(doc)) => {
+                    merge_patch(doc, patch);
+                    applied.push(i);
+                }
+                (Op::Merge { .. }, Err(e)) => done.outcomes.push((i, Outcome::Failed(e.clone()))),
+            }
+        }
+        let Ok(doc) = current else {
+            return done;
+        };
+        if applied.is_empty() {
+            return done;
+        }
+        let staged = self
+            .files
+            .serialize_into(&mut file, &doc)
+            .and_then(|()| file.stage(false));
+        match staged {
+            Ok(staged) => done.staged = Some((applied, staged)),
+            Err(e) => fail_all(&mut done.outcomes, &applied, Arc::new(e)),
+        }
+        done
+    }
+}
+
+/// One document's result from a worker: outcomes known already, and the staged file with
+/// the operations that wait for its commit.
+struct Prepared {
+    outcomes: Vec<(usize, Outcome)>,
+    staged: Option<(Vec<usize>, Staged)>,
+}
+
+fn fail_all(outcomes: &mut Vec<(usize, Outcome)>, indices: &[usize], error: Arc<Error>) {
+    outcomes.extend(indices.iter().map(|&i| (i, Outcome::Failed(error.clone()))));
+}
+
+/// Step 3 of the group commit: one directory fsync for the sidecars' first step, the renames,
+/// one directory fsync for the renames, the sidecars' last step.
+fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)>) {
+    let mut ready = ready;
+    let begun: BTreeSet<PathBuf> = ready
+        .iter()
+        .filter(|(_, f)| f.begun())
+        .map(|(_, f)| f.dir().to_path_buf())
+        .collect();
+    for dir in begun {
+        if let Err(e) = sys::sync_dir(&dir) {
+            let error = Arc::new(Error::io(Step::ChecksumBegin, &dir, e));
+            ready.retain(|(ops, f)| {
+                let keep = f.dir() != dir;
+                if !keep {
+                    fail_all(outcomes, ops, error.clone());
+                }
+                keep
+            });
+        }
+    }
+    let mut published = Vec::new();
+    for (ops, mut file) in ready {
+        match file.publish() {
+            Ok(()) => published.push((ops, file)),
+            Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
+        }
+    }
+    let mut synced: BTreeMap<PathBuf, Option<Arc<Error>>> = BTreeMap::new();
+    for (_, file) in published.iter().filter(|(_, f)| f.needs_dir_sync()) {
+        if !synced.contains_key(file.dir()) {
+            let result = file.sync_dir().err().map(Arc::new);
+            synced.insert(file.dir().to_path_buf(), result);
+        }
+    }
+    for (ops, file) in published {
+        if let Some(Some(error)) = synced.get(file.dir()) {
+            fail_all(outcomes, &ops, error.clone());
+            continue;
+        }
+        match file.finish() {
+            Ok(()) => outcomes.extend(ops.into_iter().map(|i| (i, Outcome::Applied))),
+            Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! Versioned schema migrations of JSON documents, one file or a whole directory at once.
+//!
+//! A document's version lives in one of its fields (default `"schema_version"`; missing
+//! means 0). A [`Migrator`] holds ordered steps: step N turns a version N-1 document into a
+//! version N one, and durafile sets the field to N after it.
+//!
+//! # One file
+//!
+//! [`Migrator::migrate_file`] reads, migrates and replaces the file under its exclusive lock:
+//! atomic, durable and lost-update-free like any durafile write.
+//!
+//! # A directory: all or nothing
+//!
+//! [`Migrator::migrate_dir`] migrates every document of a [`DataHandler`] directory so that
+//! after a failure or a crash, and recovery, either every document is at its old version or
+//! every one is at the new version, each migrated exactly once. It holds the directory's
+//! migration lock (`DIR/.durafile-migration.lock`) throughout, and works in three phases:
+//!
+//! 1. **Stage.** Each document is read (verified), migrated in memory and written to
+//!    `DIR/.durafile-migration.staging/KEY.json`. A step that fails, or a crash, ends here:
+//!    the staging directory is thrown away and no document has changed.
+//! 2. **Commit.** The staging directory is fsynced and the journal
+//!    `DIR/.durafile-migration.journal` is written durably. It lists every document with the
+//!    SHA-256 of its content before migration. From here on the migration rolls forward.
+//! 3. **Apply.** For each document, under its lock: a hard link to the old version goes to
+//!    `DIR/.durafile-migration.backup/KEY.json`; if the document still has its listed digest
+//!    it is replaced with its staged version; the staged file is removed. Then the journal and
+//!    the staging directory are removed.
+//!
+//! A crash in phase 3 is finished by the next `migrate_dir` or [`Migrator::recover_dir`]:
+//! documents whose staged file is gone are done; the others are applied now. A document
+//! that already holds its staged content is not migrated again, so none is migrated twice
+//! and none is skipped. The backups of the last migration stay until the next one starts.
+//!
+//! Migrations are meant to run while the application's writers are stopped. If one writes
+//! a document anyway between phases 1 and 3, durafile does not overwrite that write: the
+//! document is reported in [`DirMigration::conflicts`] and left for a rerun to migrate.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::atomic::AtomicFile;
+use crate::checksum;
+use crate::data_handler::DataHandler;
+use crate::error::{Error, Result, Step};
+use crate::file_manager::{FileManager, parse};
+use crate::lock::{self, LockMode};
+use crate::options::{Durability, Options};
+use crate::sys;
+
+/// The error a migration step returns.
+pub type StepError = Box<dyn std::error::Error + Send + Sync>;
+
+type StepFn = Box<dyn Fn(Value) -> std::result::Result<Value, StepError> + Send + Sync>;
+
+const LOCK_NAME: &str = "durafile-migration";
+const JOURNAL: &str = ".durafile-migration.journal";
+const STAGING: &str = ".durafile-migration.staging";
+const BACKUP: &str = ".durafile-migration.backup";
+
+/// Ordered migration steps.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::migrate::Migrator;
+/// use serde_json::json;
+///
+/// let migrator = Migrator::new()
+///     .step(1, |mut doc| { doc["tags"] = json!([]); Ok(doc) })
+///     .step(2, |mut doc| {
+///         let name = doc["name"].take();
+///         doc["display_name"] = name;
+///         Ok(doc)
+///     });
+/// let (doc, from) = migrator.migrate_value(json!({"name": "ada"}), None, "x.json".as_ref())?;
+/// assert_eq!(from, 0);
+/// assert_eq!(doc, json!({"tags": [], "display_name": "ada", "schema_version": 2}));
+/// # Ok::<(), durafile::Error>(())
+/// ```
+pub struct Migrator {
+    field: String,
+    steps: BTreeMap<u64, StepFn>,
+}
+
+impl std::fmt::Debug for Migrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Migrator")
+            .field("field", &self.field)
+            .field("steps", &self.steps.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for Migrator {
+    fn default() -> Self {
+        Migrator::new()
+    }
+}
+
+/// What [`Migrator::migrate_file`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version the document had.
+    pub from: u64,
+    /// The version it has now (equal to `from` when it was already current).
+    pub to: u64,
+}
+
+/// What [`Migrator::migrate_dir`] did, or with `dry_run` would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirMigration {
+    /// The target version.
+    pub to: u64,
+    /// Documents migrated (or to migrate), with the version each had.
+    pub migrated: Vec<(String, u64)>,
+    /// Documents already at the target version.
+    pub current: usize,
+    /// Documents changed by someone else during the migration, left unmigrated for a rerun.
+    pub conflicts: Vec<String>,
+    /// Whether an interrupted earlier migration was completed first.
+    pub resumed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    to: u64,
+    entries: Vec<JournalEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalEntry {
+    key: String,
+    from: u64,
+    /// SHA-256 of the document before migration, in hex.
+    before: String,
+}
+
+impl Migrator {
+    /// No steps, version field `"schema_version"`.
+    pub fn new() -> Migrator {
+        Migrator {
+            field: "schema_version".to_owned(),
+            steps: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps the version in `field` instead.
+    #[must_use]
+    pub fn field(mut self, field: &str) -> Migrator {
+        self.field = field.to_owned();
+        self
+    }
+
+    /// Adds the step that migrates a version `to - 1` document to version `to`. Steps must
+    /// end up numbered 1, 2, 3, … without gaps; a gap is reported when migrating.
+    #[must_use]
+    pub fn step(
+        mut self,
+        to: u64,
+        f: impl Fn(Value) -> std::result::Result<Value, StepError> + Send + Sync + 'static,
+    ) -> Migrator {
+        self.steps.insert(to, Box::new(f));
+        self
+    }
+
+    /// The newest version the steps reach (0 without steps).
+    pub fn latest(&self) -> u64 {
+        self.steps.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The version `doc` says it has: its version field, 0 when missing.
+    pub fn version_of(&self, doc: &Value, path: &Path) -> Result<u64> {
+        match doc.get(&self.field) {
+            None => Ok(0),
+            Some(v) => v.as_u64().ok_or_else(|| Error::Migration {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the version field {:?} is {v}, not a whole number",
+                    self.field
+                ),
+            }),
+        }
+    }
+
+    /// Migrates `doc` (from `path`, for messages) to version `to` (default: the latest);
+    /// returns it with the version it had.
+    pub fn migrate_value(&self, doc: Value, to: Option<u64>, path: &Path) -> Result<(Value, u64)> {
+        let to = to.unwrap_or_else(|| self.latest());
+        let from = self.version_of(&doc, path)?;
+        let fail = |reason: String| Error::Migration {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if from > to {
+            return Err(fail(format!(
+                "the document is at version {from}, newer than the target {to}; durafile does not downgrade"
+            )));
+        }
+        let mut doc = doc;
+        for version in from + 1..=to {
+            let step = self
+                .steps
+                .get(&version)
+                .ok_or_else(|| fail(format!("there is no step to version {version}")))?;
+            doc = step(doc).map_err(|e| fail(format!("step to version {version} failed: {e}")))?;
+            let Some(object) = doc.as_object_mut() else {
+                return Err(fail(format!(
+                    "step to version {version} returned {}, not an object",
+                    type_name(&doc)
+                )));
+            };
+            object.insert(self.field.clone(), Value::from(version));
+        }
+        Ok((doc, from))
+    }
+
+    /// Migrates one file in place, atomically and under its lock.
+    pub fn migrate_file(
+        &self,
+        path: impl AsRef<Path>,
+        files: &FileManager,
+        to: Option<u64>,
+    ) -> Result<Migrated> {
+        let path = path.as_ref();
+        let mut file = AtomicFile::new(path, files.options())?;
+        let bytes = file
+            .read_current()?
+            .ok_or_else(|| Error::io(Step::Read, path, io::Error::from(io::ErrorKind::NotFound)))?;
+        let (doc, from) = self.migrate_value(parse(path, &bytes)?, to, path)?;
+        let to = to.unwrap_or_else(|| self.latest());
+        if from == to {
+            file.discard()?;
+        } else {
+            files.serialize_into(&mut file, &doc)?;
+            file.commit()?;
+        }
+        Ok(Migrated { from, to })
+    }
+
+    /// Migrates every document of `docs` to version `to` (default: the latest), all or
+    /// nothing (see the module docs). With `dry_run`, reports what it would do and writes
+    /// nothing. `progress` is called with the phase (`"stage"` or `"apply"`), the documents
+    /// done and the documents in that phase.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] when a step fails on a document (nothing changed then), and any
+    /// error reading a document or writing the staging files, journal or documents.
+    pub fn migrate_dir(
+        &self,
+        docs: &DataHandler,
+        to: Option<u64>,
+        dry_run: bool,
+        progress: &dyn Fn(&str, usize, usize),
+    ) -> Result<DirMigration> {
+        let dir = docs.dir();
+        let _lock = lock::acquire(&dir.join(LOCK_NAME), LockMode::Exclusive, None)?;
+        let resumed = if dry_run {
+            dir.join(JOURNAL).exists()
+        } else {
+            resume(docs, progress)?
+        };
+        let to = to.unwrap_or_else(|| self.latest());
+        let mut report = DirMigration {
+            to,
+            resumed,
+            ..DirMigration::default()
+        };
+        let staging = dir.join(STAGING);
+        let keys = docs.list()?;
+        let mut entries = Vec::new();
+        if !dry_run {
+            remove_dir_if_exists(&dir.join(BACKUP))?;
+            fs::create_dir_all(&staging).map_err(|e| Error::io(Step::CreateTemp, &staging, e))?;
+        }
+        // Staged files must be durable before the journal commits them, unless the documents
+        // themselves are written without fsync.
+        let staged_opts =
+            Options::new().durability(match docs.files().options().get_durability() {
+                Durability::None => Durability::None,
+                _ => Durability::Consistent,
+            });
+        for (i, key) in keys.iter().enumerate() {
+            let path = docs.path_of(key)?;
+            let staged = crate::read(&path, docs.files().options()).and_then(|bytes| {
+                let (doc, from) = self.migrate_value(parse(&path, &bytes)?, Some(to), &path)?;
+                Ok((bytes, doc, from))
+            });
+            let (before, doc, from) = match staged {
+                Ok(staged) => staged,
+                Err(e) => {
+                    if !dry_run {
+                        remove_dir_if_exists(&staging)?;
+                    }
+                    return Err(e);
+                }
+            };
+            progress("stage", i + 1, keys.len());
+            if from == to {
+                report.current += 1;
+                continue;
+            }
+            report.migrated.push((key.clone(), from));
+            if dry_run {
+                continue;
+            }
+            let bytes = docs.files().to_bytes(&path, &doc)?;
+            crate::write(staging.join(format!("{key}.json")), &bytes, &staged_opts)?;
+            entries.push(JournalEntry {
+                key: key.clone(),
+                from,
+                before: checksum::to_hex(&checksum::hash_reader(&before[..]).expect("in memory")),
+            });
+        }
+        if dry_run || entries.is_empty() {
+            if !dry_run {
+                remove_dir_if_exists(&staging)?;
+            }
+            return Ok(report);
+        }
+        sys::sync_dir(&staging).map_err(|e| Error::io(Step::SyncDir, &staging, e))?;
+        let journal = Journal { to, entries };
+        let journal_bytes = serde_json::to_vec(&journal).expect("a journal serialises");
+        crate::write(dir.join(JOURNAL), journal_bytes, &Options::new())?;
+        report.conflicts = apply(docs, &journal, progress)?;
+        Ok(report)
+    }
+
+    /// Finishes or undoes a directory migration that a crash interrupted: rolls forward one
+    /// that was committed, throws away one that was still staging. Returns whether there was
+    /// anything to do. [`Migrator::migrate_dir`] does this first by itself.
+    pub fn recover_dir(docs: &DataHandler) -> Result<bool> {
+        let _lock = lock::acquire(&docs.dir().join(LOCK_NAME), LockMode::Exclusive, None)?;
+        resume(docs, &|_, _, _| {})
+    }
+}
+
+/// Rolls forward a committed migration (journal present) or discards an uncommitted one
+/// (staging directory without journal). Caller holds the migration lock.
+fn resume(docs: &DataHandler, progress: &dyn Fn(&str, usize, usize)) -> Result<bool> {
+    let dir = docs.dir();
+    let journal_path = dir.join(JOURNAL);
+    match fs::read(&journal_path) {
+        Ok(bytes) => {
+            let journal: Journal = parse(&journal_path, &bytes)?;
+            apply(docs, &journal, progress)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let staging = dir.join(STAGING);
+            let existed = staging.exists();
+            remove_dir_if_exists(&staging)?;
+            Ok(existed)
+        }
+        Err(e) => Err(Error::io(Step::Read, &journal_path, e)),
+    }
+}
+
+/// Phase 3: applies every staged document still pending, then removes the journal and the
+/// staging directory. Returns the keys left alone because someone changed them.
+fn apply(
+    docs: &DataHandler,
+    journal: &Journal,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<Vec<String>> {
+    let dir = docs.dir();
+    let staging = dir.join(STAGING);
+    let backup = dir.join(BACKUP);
+    fs::create_dir_all(&backup).map_err(|e| Error::io(Step::CreateTemp, &backup, e))?;
+    let mut conflicts = Vec::new();
+    for (i, entry) in journal.entries.iter().enumerate() {
+        progress("apply", i + 1, journal.entries.len());
+        let staged_path = staging.join(format!("{}.json", entry.key));
+        let staged = match crate::read(&staged_path, &Options::new()) {
+            Ok(bytes) => bytes,
+            // Applied before a crash: its staged file is removed only after the apply.
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let path = docs.path_of(&entry.key)?;
+        let mut file = AtomicFile::new(&path, docs.files().options())?;
+        let current = file.read_current()?.unwrap_or_default();
+        let current_hex =
+            checksum::to_hex(&checksum::hash_reader(&current[..]).expect("in memory"));
+        if current == staged {
+            file.discard()?;
+        } else if current_hex == entry.before {
+            keep_backup(&path, &backup.join(format!("{}.json", entry.key)))?;
+            let _ = io::Write::write_all(&mut file, &staged);
+            file.commit()?;
+        } else {
+            file.discard()?;
+            conflicts.push(entry.key.clone());
+        }
+        fs::remove_file(&staged_path).map_err(|e| Error::io(Step::Remove, &staged_path, e))?;
+    }
+    let journal_path = dir.join(JOURNAL);
+    fs::remove_file(&journal_path).map_err(|e| Error::io(Step::Remove, &journal_path, e))?;
+    sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &journal_path, e))?;
+    remove_dir_if_exists(&staging)?;
+    Ok(conflicts)
+}
+
+/// Keeps the old version of `path` at `backup`: a hard link (no copy) where the filesystem
+/// allows, a copy elsewhere. An existing backup is the first one taken and is kept.
+fn keep_backup(path: &Path, backup: &Path) -> Result<()> {
+    if backup.exists() {
+        return Ok(());
+    }
+    fs::hard_link(path, backup)
+        .or_else(|_| fs::copy(path, backup).map(drop))
+        .map_err(|e| Error::io(Step::Write, backup, e))
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(Step::Remove, dir, e)),
+        _ => Ok(()),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
