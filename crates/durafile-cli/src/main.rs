@@ -5,7 +5,10 @@
 //! Exit status: 0 on success, 1 when the operation failed, 2 for a usage error; `lock` and
 //! `update` pass on their command's non-zero status.
 
+mod batch;
 mod failure;
+mod migrate;
+mod progress;
 mod stream;
 mod verify;
 
@@ -107,6 +110,46 @@ enum Cmd {
     /// Inspect and roll back an application state kept by durafile's StateManager.
     #[command(subcommand)]
     State(StateCmd),
+    /// Migrate every JSON document in DIR (DIR/KEY.json) to a new schema version, all or
+    /// nothing.
+    ///
+    /// The steps are executables in MIGDIR named NNNN-description: step NNNN reads a
+    /// version NNNN-1 document on stdin and prints the version NNNN one (a jq program with a
+    /// `#!/usr/bin/env -S jq -f` line works). If a step fails, no document changes; if the
+    /// process dies part-way, the next run first rolls the interrupted migration back or
+    /// forward, so each document is migrated exactly once.
+    Migrate {
+        /// The directory of documents.
+        dir: PathBuf,
+        /// The directory of migration steps.
+        #[arg(long, value_name = "MIGDIR")]
+        migrations: PathBuf,
+        /// Migrate to this version instead of the latest step's.
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Show what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The field that holds a document's version.
+        #[arg(long, default_value = "schema_version")]
+        field: String,
+        /// Write migrated documents indented.
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Apply many JSON operations from standard input, in parallel, with group commit.
+    ///
+    /// One operation per line: {"op":"write","path":P,"value":V} replaces P with V;
+    /// {"op":"merge","path":P,"patch":M} applies an RFC 7396 merge patch to P. Operations on
+    /// one file apply in order, under its lock. A malformed line is reported with its number
+    /// and applies nothing. Exits 1 if any operation failed.
+    Batch {
+        /// Worker threads (default: the number of CPUs).
+        #[arg(long, value_name = "N")]
+        jobs: Option<usize>,
+        #[command(flatten)]
+        write: BatchArgs,
+    },
     /// Replace FILE with CMD's output, CMD reading FILE's current content, under the lock.
     ///
     /// CMD gets FILE's content on standard input (nothing when FILE does not exist). If CMD
@@ -161,6 +204,19 @@ impl StateArgs {
         let files = FileManager::new(Options::new()).pretty(true);
         Ok(StateManager::open(&self.dir, files)?.name(&self.name)?)
     }
+}
+
+#[derive(Debug, Args)]
+struct BatchArgs {
+    /// full, consistent or none (see `write --help`).
+    #[arg(long, default_value = "full", value_parser = parse_durability)]
+    durability: Durability,
+    /// Keep SHA-256 checksum files for the documents written.
+    #[arg(long)]
+    checksum: bool,
+    /// Give up on a document whose lock stays held for SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +293,30 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
         }),
         Cmd::Recover { dir, dry_run } => recover(&dir, dry_run),
         Cmd::State(cmd) => state(cmd),
+        Cmd::Migrate {
+            dir,
+            migrations,
+            to,
+            dry_run,
+            field,
+            pretty,
+        } => migrate::run(migrate::Args {
+            dir: &dir,
+            migrations: &migrations,
+            to,
+            dry_run,
+            field: &field,
+            pretty,
+        }),
+        Cmd::Batch { jobs, write } => {
+            let mut opts = Options::new()
+                .durability(write.durability)
+                .checksum(write.checksum);
+            if let Some(t) = write.timeout {
+                opts = opts.lock_timeout(t);
+            }
+            batch::run(FileManager::new(opts), jobs)
+        }
         Cmd::Lock {
             file,
             shared,

@@ -1,15 +1,15 @@
 //! `durafile verify`: checks files against their checksum sidecars, one line per problem and a
 //! summary (or JSON lines), with a progress bar on a terminal when the run is long.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use durafile::Error;
 use durafile::checksum::{self, Verification};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::failure::Failure;
+use crate::progress;
 
 /// Runs longer than this many bytes get a progress bar (on a terminal only).
 const LONG_RUN_BYTES: u64 = 64 << 20;
@@ -27,17 +27,7 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
         .filter_map(|c| c.path.metadata().ok())
         .map(|m| m.len())
         .sum();
-    let bar = if io::stderr().is_terminal() && total >= LONG_RUN_BYTES {
-        let bar = ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}",
-            )
-            .expect("valid template"),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = progress::bar(total, total >= LONG_RUN_BYTES, true);
     let (mut ok, mut failed) = (0u64, 0u64);
     let mut out = io::stdout().lock();
     for c in &candidates {

@@ -578,3 +578,132 @@ fn state_show_history_and_rollback() {
         "a damaged generation is not restored"
     );
 }
+
+fn script(path: &Path, body: &str) {
+    fs::write(path, body).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn migrate_with_jq_steps_dry_run_then_real_then_failing_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    let steps = dir.path().join("steps");
+    fs::create_dir_all(&docs).unwrap();
+    fs::create_dir_all(&steps).unwrap();
+    for i in 0..20 {
+        fs::write(
+            docs.join(format!("u{i}.json")),
+            format!("{{\"id\":{i},\"name\":\"n{i}\"}}"),
+        )
+        .unwrap();
+    }
+    script(
+        &steps.join("0001-add-tags"),
+        "#!/usr/bin/env -S jq -f\n.tags = []\n",
+    );
+    script(
+        &steps.join("0002-owner"),
+        "#!/usr/bin/env -S jq -f\n.owner = {name: .name} | del(.name)\n",
+    );
+    let before: Vec<_> = (0..20)
+        .map(|i| fs::read(docs.join(format!("u{i}.json"))).unwrap())
+        .collect();
+
+    let out = durafile(
+        &["migrate", p(&docs), "--migrations", p(&steps), "--dry-run"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would migrate u7 from version 0 to 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("20 document(s) to migrate to version 2"),
+        "{text}"
+    );
+    let after: Vec<_> = (0..20)
+        .map(|i| fs::read(docs.join(format!("u{i}.json"))).unwrap())
+        .collect();
+    assert_eq!(before, after, "a dry run writes nothing");
+
+    let out = durafile(
+        &["migrate", p(&docs), "--migrations", p(&steps), "--to", "1"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = durafile(&["migrate", p(&docs), "--migrations", p(&steps)], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrated 20 document(s) to version 2"));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&fs::read(docs.join("u3.json")).unwrap()).unwrap();
+    assert_eq!(
+        doc,
+        serde_json::json!({"id": 3, "tags": [], "owner": {"name": "n3"}, "schema_version": 2})
+    );
+
+    // A step that fails on one document: none changes.
+    script(
+        &steps.join("0003-picky"),
+        "#!/bin/sh\njq -e 'if .id == 13 then error(\"no thirteen\") else .v3 = true end'\n",
+    );
+    let before: Vec<_> = (0..20)
+        .map(|i| fs::read(docs.join(format!("u{i}.json"))).unwrap())
+        .collect();
+    let out = durafile(&["migrate", p(&docs), "--migrations", p(&steps)], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("u13.json") && err.contains("step to version 3 failed"),
+        "{err}"
+    );
+    assert!(err.contains("no document was changed"), "{err}");
+    let after: Vec<_> = (0..20)
+        .map(|i| fs::read(docs.join(format!("u{i}.json"))).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn batch_applies_lines_and_reports_malformed_ones_by_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.json");
+    let b = dir.path().join("b.json");
+    let mut input = String::new();
+    for i in 0..200 {
+        input.push_str(&format!(
+            "{{\"op\":\"merge\",\"path\":\"{}\",\"patch\":{{\"k{i}\":{i}}}}}\n",
+            p(if i % 2 == 0 { &a } else { &b })
+        ));
+    }
+    input.push_str("{\"op\":\"delete\",\"path\":\"x\"}\n");
+    input.push_str(&format!("{{\"op\":\"write\",\"path\":\"{}\"}}\n", p(&a)));
+    input.push('\n');
+    input.push_str(&format!(
+        "{{\"op\":\"write\",\"path\":\"{}\",\"value\":{{\"fresh\":1}}}}\n",
+        p(&b)
+    ));
+    let out = durafile(&["batch", "--jobs", "4", "--checksum"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("line 201: malformed operation, nothing applied"),
+        "{text}"
+    );
+    assert!(text.contains("line 202: malformed operation"), "{text}");
+    assert!(
+        text.ends_with("203 operation(s): 201 applied, 2 failed\n"),
+        "{text}"
+    );
+    let a_doc: serde_json::Value = serde_json::from_slice(&fs::read(&a).unwrap()).unwrap();
+    assert_eq!(a_doc.as_object().unwrap().len(), 100);
+    let b_doc: serde_json::Value = serde_json::from_slice(&fs::read(&b).unwrap()).unwrap();
+    assert_eq!(
+        b_doc,
+        serde_json::json!({"fresh": 1}),
+        "the write came last for b"
+    );
+    assert!(durafile(&["verify", p(dir.path())], b"").status.success());
+}

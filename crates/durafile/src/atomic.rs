@@ -555,6 +555,15 @@ pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>, opts: &Options)
     file.commit()
 }
 
+/// [`write`] for a file whose writers are already excluded by a lock the caller holds (a
+/// state's generations, a migration's journal and staged documents): no lock file of its own.
+pub(crate) fn write_covered(path: &Path, contents: &[u8], opts: &Options) -> Result<()> {
+    let mut file = AtomicFile::new_covered(path, opts)?;
+    // A failed write is remembered by `file`; the commit reports it with its step and path.
+    let _ = file.write_all(contents);
+    file.commit()
+}
+
 /// Replaces `path`'s content with what `f` makes of the current content (`None` when the file
 /// does not exist), holding the exclusive lock from the read to the rename: no other durafile
 /// writer can slip an update in between, so none is lost.

@@ -44,7 +44,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::atomic::AtomicFile;
+use crate::atomic::{AtomicFile, write_covered};
 use crate::checksum;
 use crate::data_handler::DataHandler;
 use crate::error::{Error, Result, Step};
@@ -276,7 +276,6 @@ impl Migrator {
         let keys = docs.list()?;
         let mut entries = Vec::new();
         if !dry_run {
-            remove_dir_if_exists(&dir.join(BACKUP))?;
             fs::create_dir_all(&staging).map_err(|e| Error::io(Step::CreateTemp, &staging, e))?;
         }
         // Staged files must be durable before the journal commits them, unless the documents
@@ -311,7 +310,7 @@ impl Migrator {
                 continue;
             }
             let bytes = docs.files().to_bytes(&path, &doc)?;
-            crate::write(staging.join(format!("{key}.json")), &bytes, &staged_opts)?;
+            write_covered(&staging.join(format!("{key}.json")), &bytes, &staged_opts)?;
             entries.push(JournalEntry {
                 key: key.clone(),
                 from,
@@ -325,9 +324,11 @@ impl Migrator {
             return Ok(report);
         }
         sys::sync_dir(&staging).map_err(|e| Error::io(Step::SyncDir, &staging, e))?;
+        // The previous migration's backups give way to this one's.
+        remove_dir_if_exists(&dir.join(BACKUP))?;
         let journal = Journal { to, entries };
         let journal_bytes = serde_json::to_vec(&journal).expect("a journal serialises");
-        crate::write(dir.join(JOURNAL), journal_bytes, &Options::new())?;
+        write_covered(&dir.join(JOURNAL), &journal_bytes, &Options::new())?;
         report.conflicts = apply(docs, &journal, progress)?;
         Ok(report)
     }

@@ -21,7 +21,7 @@
 //! several processes can share one state directory; loads take no lock.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -223,10 +223,7 @@ impl StateManager {
         let opts = self.files.options();
         let opts = opts.clone().checksum(opts.get_checksum() || had_checksum);
         let next = self.next_number()?;
-        let mut file = AtomicFile::new_covered(&self.path_of(next), &opts)?;
-        // A failed write is kept by the file and reported by its commit.
-        let _ = file.write_all(&bytes);
-        file.commit()?;
+        crate::atomic::write_covered(&self.path_of(next), &bytes, &opts)?;
         self.prune()?;
         Ok(next)
     }

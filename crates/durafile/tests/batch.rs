@@ -37,7 +37,11 @@ fn assert_each_applied_once(dir: &Path, prefix: &str, count: usize, docs: usize)
         assert_eq!(mine.len(), count / docs, "doc {n}");
         for (key, v) in object.iter().filter(|(k, _)| k.starts_with(prefix)) {
             let i: usize = key[prefix.len()..].parse().unwrap();
-            assert_eq!((i % docs, v.as_u64()), (n, Some(i as u64)), "doc {n} key {key}");
+            assert_eq!(
+                (i % docs, v.as_u64()),
+                (n, Some(i as u64)),
+                "doc {n} key {key}"
+            );
         }
     }
 }
@@ -55,7 +59,10 @@ fn ten_thousand_merges_from_eight_workers_each_applied_once() {
             &|p| progress.lock().unwrap().push(p.done),
             &AtomicBool::new(false),
         );
-    assert_eq!((report.applied(), report.failed(), report.cancelled()), (10_000, 0, 0));
+    assert_eq!(
+        (report.applied(), report.failed(), report.cancelled()),
+        (10_000, 0, 0)
+    );
     assert_each_applied_once(dir.path(), "op", 10_000, 100);
     let progress = progress.into_inner().unwrap();
     assert_eq!(progress.len(), 4, "100 documents in groups of 32");
@@ -85,9 +92,11 @@ fn failing_jobs_are_reported_and_all_others_applied() {
         path: doc(dir.path(), 8),
         value: json!({"rewritten": true}),
     });
-    let report = BatchProcessor::new(FileManager::new(Options::new().durability(Durability::Consistent)))
-        .workers(4)
-        .run(ops);
+    let report = BatchProcessor::new(FileManager::new(
+        Options::new().durability(Durability::Consistent),
+    ))
+    .workers(4)
+    .run(ops);
     assert_eq!(report.outcomes.len(), 1002);
     // Document 7's 50 merges fail on its content; the directory fails; all else is applied.
     assert_eq!((report.applied(), report.failed()), (1002 - 51, 51));
@@ -105,8 +114,14 @@ fn failing_jobs_are_reported_and_all_others_applied() {
             other => panic!("op {i}: {other:?}"),
         }
     }
-    assert_eq!(fs::read(doc(dir.path(), 7)).unwrap(), b"{ not json", "untouched");
-    let eight: Value = FileManager::default().read_json_file(doc(dir.path(), 8)).unwrap();
+    assert_eq!(
+        fs::read(doc(dir.path(), 7)).unwrap(),
+        b"{ not json",
+        "untouched"
+    );
+    let eight: Value = FileManager::default()
+        .read_json_file(doc(dir.path(), 8))
+        .unwrap();
     assert_eq!(eight, json!({"rewritten": true}), "the write came last");
 }
 
@@ -114,17 +129,19 @@ fn failing_jobs_are_reported_and_all_others_applied() {
 fn cancelled_batch_stops_between_groups() {
     let dir = tempfile::tempdir().unwrap();
     let cancel = AtomicBool::new(false);
-    let report = BatchProcessor::new(FileManager::new(Options::new().durability(Durability::None)))
-        .group_size(10)
-        .run_with(
-            merges(dir.path(), "op", 500, 50),
-            &|p| {
-                if p.done >= 100 {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            },
-            &cancel,
-        );
+    let report = BatchProcessor::new(FileManager::new(
+        Options::new().durability(Durability::None),
+    ))
+    .group_size(10)
+    .run_with(
+        merges(dir.path(), "op", 500, 50),
+        &|p| {
+            if p.done >= 100 {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        },
+        &cancel,
+    );
     assert_eq!(report.applied(), 100, "one group of 10 documents x 10 ops");
     assert_eq!(report.cancelled(), 400);
     assert_eq!(report.failed(), 0);
