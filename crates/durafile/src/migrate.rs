@@ -74,8 +74,8 @@ const BACKUP: &str = ".durafile-migration.backup";
 /// let migrator = Migrator::new()
 ///     .step(1, |mut doc| { doc["tags"] = json!([]); Ok(doc) })
 ///     .step(2, |mut doc| {
-///         let name = doc["name"].take();
-///         doc["display_name"] = name;
+///         let name = doc.as_object_mut().and_then(|o| o.remove("name"));
+///         doc["display_name"] = name.unwrap_or_default();
 ///         Ok(doc)
 ///     });
 /// let (doc, from) = migrator.migrate_value(json!({"name": "ada"}), None, "x.json".as_ref())?;
