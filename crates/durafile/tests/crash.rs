@@ -51,10 +51,7 @@ fn assert_whole_version(path: &Path, allowed: &[u64], round: u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_never_tears_the_file() {
-    let kills: u64 = std::env::var("DURAFILE_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let kills = common::crash_kills();
     let mut rng = Rng::from_env("DURAFILE_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
@@ -124,10 +121,7 @@ fn sigkill_at_random_moments_never_tears_the_file() {
 /// sidecar listing exactly the digest of the current content.
 #[test]
 fn sigkill_of_a_checksumming_writer_never_raises_a_false_alarm() {
-    let kills: u64 = std::env::var("DURAFILE_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let kills = common::crash_kills();
     let mut rng = Rng::from_env("DURAFILE_CHECKSUM_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");

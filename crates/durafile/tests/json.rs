@@ -300,10 +300,7 @@ fn state_names_are_validated_and_separate() {
 /// loaded, nor one older than the last save that returned.
 #[test]
 fn sigkill_during_saves_never_leaves_an_unloadable_state() {
-    let kills: u64 = std::env::var("DURAFILE_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(100, |k: u64| k / 2);
+    let kills = common::crash_kills() / 2;
     let mut rng = Rng::from_env("DURAFILE_STATE_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let files = FileManager::new(Options::new().checksum(true));

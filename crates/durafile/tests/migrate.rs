@@ -188,10 +188,7 @@ fn one_file_migrates_in_place() {
 
 #[test]
 fn sigkill_part_way_then_rerun_migrates_each_document_exactly_once() {
-    let rounds: u64 = std::env::var("DURAFILE_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map_or(6, |k: u64| (k / 30).max(1));
+    let rounds = (common::crash_kills() / 30).max(1);
     let mut rng = Rng::from_env("DURAFILE_MIGRATE_CRASH_SEED");
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();

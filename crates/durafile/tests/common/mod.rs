@@ -109,6 +109,15 @@ pub fn role() -> Option<String> {
     std::env::var(ROLE).ok()
 }
 
+/// The number of SIGKILLs a crash test makes: `DURAFILE_CRASH_KILLS`, default 200. Tests
+/// whose rounds cost more scale it down.
+pub fn crash_kills() -> u64 {
+    std::env::var("DURAFILE_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
+}
+
 pub fn env_u64(name: &str) -> u64 {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} not set"))
