@@ -218,10 +218,12 @@ impl BatchProcessor {
     ) -> BatchReport {
         let total = ops.len();
         let mut outcomes = vec![Outcome::Cancelled; total];
-        // Group by lock file: two spellings of one path (or a symlink) are one document.
+        // Group by the lock file's canonical path: two spellings of one path (relative and
+        // absolute, or through a symlink) are one document, and every batch, whatever its
+        // working directory, sorts the locks the same way.
         let mut groups: BTreeMap<PathBuf, Group> = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
-            match lock::lock_file_path(op.path()) {
+            match lock_key(op.path()) {
                 Ok(key) => {
                     groups
                         .entry(key)
@@ -351,6 +353,15 @@ impl BatchProcessor {
         }
         done
     }
+}
+
+/// The canonical path of `path`'s lock file.
+fn lock_key(path: &Path) -> Result<PathBuf, Error> {
+    let lock_file = lock::lock_file_path(path)?;
+    let dir = lock_file.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or(Path::new("."));
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::io(Step::Lock, path, e))?;
+    Ok(canonical.join(lock_file.file_name().expect("a lock file name")))
 }
 
 /// One document's result from a worker: outcomes known already, and the staged file with

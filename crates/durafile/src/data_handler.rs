@@ -57,7 +57,7 @@ impl DataHandler {
     /// At [`Step::ReadDir`] when the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<DataHandler> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::ReadDir, &dir, e))?;
+        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
         Ok(DataHandler { dir, files })
     }
 
@@ -151,7 +151,8 @@ impl DataHandler {
             let Some(key) = name.to_str().and_then(|n| n.strip_suffix(EXTENSION)) else {
                 continue;
             };
-            if validate_key(key).is_ok() && entry.file_type().map_err(err)?.is_file() {
+            // Following symlinks: a linked document is loaded through its link, so it is listed.
+            if validate_key(key).is_ok() && fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
                 keys.push(key.to_owned());
             }
         }

@@ -48,6 +48,8 @@ pub enum Step {
     Read,
     /// Listing a directory.
     ReadDir,
+    /// Creating a directory.
+    CreateDir,
     /// Removing a temp file.
     Remove,
     /// Recording the new digest beside the old one in the checksum sidecar, before the rename.
@@ -72,6 +74,7 @@ impl Step {
             Step::SyncDir => "fsync directory of",
             Step::Read => "read",
             Step::ReadDir => "list",
+            Step::CreateDir => "create directory",
             Step::Remove => "remove",
             Step::ChecksumBegin => "record the checksum of",
             Step::ChecksumFinish => "finish the checksum of",
@@ -261,7 +264,7 @@ pub enum Error {
     /// A schema migration could not migrate a document. In a directory migration nothing was
     /// changed: every document is still at its old version.
     #[error(
-        "migrate {}: {reason} (no document was changed)",
+        "migrate {}: {reason} (this migration changed no document)",
         path.display()
     )]
     Migration {

@@ -20,17 +20,19 @@
 //!    `DIR/.durafile-migration.staging/KEY.json`. A step that fails, or a crash, ends here:
 //!    the staging directory is thrown away and no document has changed.
 //! 2. **Commit.** The staging directory is fsynced and the journal
-//!    `DIR/.durafile-migration.journal` is written durably. It lists every document with the
-//!    SHA-256 of its content before migration. From here on the migration rolls forward.
-//! 3. **Apply.** For each document, under its lock: a hard link to the old version goes to
-//!    `DIR/.durafile-migration.backup/KEY.json`; if the document still has its listed digest
-//!    it is replaced with its staged version; the staged file is removed. Then the journal and
-//!    the staging directory are removed.
+//!    `DIR/.durafile-migration.journal` is written durably. From here on the migration rolls
+//!    forward.
+//!    The journal lists every document with the SHA-256 of its content before and after.
+//! 3. **Apply.** For each document, under its lock: if it has its "after" digest it is done;
+//!    if it has its "before" digest, a hard link to the old version goes to
+//!    `DIR/.durafile-migration.backup/KEY.json` and the staged version (checked against the
+//!    "after" digest) replaces it. Then the directory is fsynced, and the journal and the
+//!    staging directory are removed.
 //!
-//! A crash in phase 3 is finished by the next `migrate_dir` or [`Migrator::recover_dir`]:
-//! documents whose staged file is gone are done; the others are applied now. A document
-//! that already holds its staged content is not migrated again, so none is migrated twice
-//! and none is skipped. The backups of the last migration stay until the next one starts.
+//! A crash in phase 3 is finished by the next `migrate_dir` or [`Migrator::recover_dir`],
+//! which runs phase 3 again: by the digests, a document already migrated is not migrated
+//! again and one still pending is migrated now, so none is migrated twice and none is
+//! skipped. The backups of the last migration stay until the next one commits.
 //!
 //! Migrations are meant to run while the application's writers are stopped. If one writes
 //! a document anyway between phases 1 and 3, durafile does not overwrite that write: the
@@ -123,7 +125,8 @@ pub struct DirMigration {
     pub current: usize,
     /// Documents changed by someone else during the migration, left unmigrated for a rerun.
     pub conflicts: Vec<String>,
-    /// Whether an interrupted earlier migration was completed first.
+    /// Whether an interrupted earlier migration was found (and, unless a dry run, rolled back
+    /// or forward first).
     pub resumed: bool,
 }
 
@@ -139,6 +142,8 @@ struct JournalEntry {
     from: u64,
     /// SHA-256 of the document before migration, in hex.
     before: String,
+    /// SHA-256 of its migrated (staged) version, in hex.
+    after: String,
 }
 
 impl Migrator {
@@ -261,22 +266,27 @@ impl Migrator {
     ) -> Result<DirMigration> {
         let dir = docs.dir();
         let _lock = lock::acquire(&dir.join(LOCK_NAME), LockMode::Exclusive, None)?;
-        let resumed = if dry_run {
-            dir.join(JOURNAL).exists()
-        } else {
-            resume(docs, progress)?
+        let (resumed, resumed_conflicts) = match dry_run {
+            true => (dir.join(JOURNAL).exists(), Vec::new()),
+            false => match resume(docs, progress)? {
+                Some(conflicts) => (true, conflicts),
+                None => (false, Vec::new()),
+            },
         };
         let to = to.unwrap_or_else(|| self.latest());
         let mut report = DirMigration {
             to,
             resumed,
+            conflicts: resumed_conflicts,
             ..DirMigration::default()
         };
         let staging = dir.join(STAGING);
         let keys = docs.list()?;
         let mut entries = Vec::new();
         if !dry_run {
-            fs::create_dir_all(&staging).map_err(|e| Error::io(Step::CreateTemp, &staging, e))?;
+            fs::create_dir_all(&staging).map_err(|e| Error::io(Step::CreateDir, &staging, e))?;
+            // The staging directory's own entry must be durable before the journal names it.
+            sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &staging, e))?;
         }
         // Staged files must be durable before the journal commits them, unless the documents
         // themselves are written without fsync.
@@ -314,7 +324,8 @@ impl Migrator {
             entries.push(JournalEntry {
                 key: key.clone(),
                 from,
-                before: checksum::to_hex(&checksum::hash_reader(&before[..]).expect("in memory")),
+                before: sha256_hex(&before),
+                after: sha256_hex(&bytes),
             });
         }
         if dry_run || entries.is_empty() {
@@ -329,42 +340,49 @@ impl Migrator {
         let journal = Journal { to, entries };
         let journal_bytes = serde_json::to_vec(&journal).expect("a journal serialises");
         write_covered(&dir.join(JOURNAL), &journal_bytes, &Options::new())?;
-        report.conflicts = apply(docs, &journal, progress)?;
+        report.conflicts.extend(apply(docs, &journal, progress)?);
         Ok(report)
     }
 
     /// Finishes or undoes a directory migration that a crash interrupted: rolls forward one
-    /// that was committed, throws away one that was still staging. Returns whether there was
-    /// anything to do. [`Migrator::migrate_dir`] does this first by itself.
-    pub fn recover_dir(docs: &DataHandler) -> Result<bool> {
+    /// that was committed, throws away one that was still staging. Returns `None` when there
+    /// was nothing to do, else the documents that someone changed meanwhile and that were
+    /// left unmigrated. [`Migrator::migrate_dir`] does this first by itself.
+    pub fn recover_dir(docs: &DataHandler) -> Result<Option<Vec<String>>> {
         let _lock = lock::acquire(&docs.dir().join(LOCK_NAME), LockMode::Exclusive, None)?;
         resume(docs, &|_, _, _| {})
     }
 }
 
 /// Rolls forward a committed migration (journal present) or discards an uncommitted one
-/// (staging directory without journal). Caller holds the migration lock.
-fn resume(docs: &DataHandler, progress: &dyn Fn(&str, usize, usize)) -> Result<bool> {
+/// (staging directory without journal). Caller holds the migration lock. Returns `None`
+/// when there was nothing to do, else the keys left unmigrated because someone changed them.
+fn resume(
+    docs: &DataHandler,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<Option<Vec<String>>> {
     let dir = docs.dir();
     let journal_path = dir.join(JOURNAL);
     match fs::read(&journal_path) {
         Ok(bytes) => {
             let journal: Journal = parse(&journal_path, &bytes)?;
-            apply(docs, &journal, progress)?;
-            Ok(true)
+            apply(docs, &journal, progress).map(Some)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let staging = dir.join(STAGING);
             let existed = staging.exists();
             remove_dir_if_exists(&staging)?;
-            Ok(existed)
+            Ok(existed.then(Vec::new))
         }
         Err(e) => Err(Error::io(Step::Read, &journal_path, e)),
     }
 }
 
-/// Phase 3: applies every staged document still pending, then removes the journal and the
-/// staging directory. Returns the keys left alone because someone changed them.
+/// Phase 3: brings every document to its staged version, then removes the journal and the
+/// staging directory. Idempotent, so a crash anywhere in it is finished by running it again:
+/// a document is done when it has the digest the journal expects after migration, pending
+/// when it still has the one before, and in conflict otherwise. Staged files stay until
+/// every document's rename is durable. Returns the keys in conflict.
 fn apply(
     docs: &DataHandler,
     journal: &Journal,
@@ -373,30 +391,25 @@ fn apply(
     let dir = docs.dir();
     let staging = dir.join(STAGING);
     let backup = dir.join(BACKUP);
-    fs::create_dir_all(&backup).map_err(|e| Error::io(Step::CreateTemp, &backup, e))?;
+    fs::create_dir_all(&backup).map_err(|e| Error::io(Step::CreateDir, &backup, e))?;
     let mut conflicts = Vec::new();
     for (i, entry) in journal.entries.iter().enumerate() {
-        progress("apply", i + 1, journal.entries.len());
-        let staged_path = staging.join(format!("{}.json", entry.key));
-        let staged = match crate::read(&staged_path, &Options::new()) {
-            Ok(bytes) => bytes,
-            // Applied before a crash: its staged file is removed only after the apply.
-            Err(e)
-                if e.io_error()
-                    .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
         let path = docs.path_of(&entry.key)?;
         let mut file = AtomicFile::new(&path, docs.files().options())?;
-        let current = file.read_current()?.unwrap_or_default();
-        let current_hex =
-            checksum::to_hex(&checksum::hash_reader(&current[..]).expect("in memory"));
-        if current == staged {
+        let current = sha256_hex(&file.read_current()?.unwrap_or_default());
+        if current == entry.after {
             file.discard()?;
-        } else if current_hex == entry.before {
+        } else if current == entry.before {
+            let staged_path = staging.join(format!("{}.json", entry.key));
+            let staged = crate::read(&staged_path, &Options::new())?;
+            if sha256_hex(&staged) != entry.after {
+                return Err(Error::Migration {
+                    path: staged_path,
+                    reason: "the staged copy is damaged, so the migration cannot be finished; \
+                             restore the directory from .durafile-migration.backup or a backup"
+                        .to_owned(),
+                });
+            }
             keep_backup(&path, &backup.join(format!("{}.json", entry.key)))?;
             let _ = io::Write::write_all(&mut file, &staged);
             file.commit()?;
@@ -404,9 +417,11 @@ fn apply(
             file.discard()?;
             conflicts.push(entry.key.clone());
         }
-        fs::remove_file(&staged_path).map_err(|e| Error::io(Step::Remove, &staged_path, e))?;
+        progress("apply", i + 1, journal.entries.len());
     }
+    // Every rename must be durable before the journal that could redo it goes.
     let journal_path = dir.join(JOURNAL);
+    sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &journal_path, e))?;
     fs::remove_file(&journal_path).map_err(|e| Error::io(Step::Remove, &journal_path, e))?;
     sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &journal_path, e))?;
     remove_dir_if_exists(&staging)?;
@@ -422,6 +437,10 @@ fn keep_backup(path: &Path, backup: &Path) -> Result<()> {
     fs::hard_link(path, backup)
         .or_else(|_| fs::copy(path, backup).map(drop))
         .map_err(|e| Error::io(Step::Write, backup, e))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    checksum::to_hex(&checksum::hash_reader(bytes).expect("reading memory cannot fail"))
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<()> {

@@ -34,6 +34,15 @@ use crate::error::{Error, Result, Step};
 use crate::file_manager::FileManager;
 use crate::lock::{self, FileLock, LockMode};
 
+/// How many times a load starts over because a save pruned what it listed, before it waits
+/// for the state's lock.
+const LOAD_ATTEMPTS: usize = 8;
+
+fn is_not_found(e: &Error) -> bool {
+    e.io_error()
+        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+}
+
 /// How many generations a [`StateManager`] keeps unless told otherwise.
 pub const DEFAULT_KEEP: usize = 3;
 
@@ -99,7 +108,7 @@ impl StateManager {
     /// Opens the state directory `dir` (creating it if needed), for state named `state`.
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<StateManager> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::ReadDir, &dir, e))?;
+        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
         Ok(StateManager {
             dir,
             name: "state".to_owned(),
@@ -157,21 +166,37 @@ impl StateManager {
     ///
     /// [`Error::NoGoodState`] when generations exist but none loads.
     pub fn load_current_state<S: DeserializeOwned>(&self) -> Result<Option<Loaded<S>>> {
+        // Loads take no lock, so a concurrent save may prune a generation we listed: one that
+        // vanished is no failure, and the listing is read again.
+        for _ in 0..LOAD_ATTEMPTS {
+            if let Some(loaded) = self.scan(true)? {
+                return Ok(loaded);
+            }
+        }
+        // Saves keep pruning faster than we can read: wait for them.
+        let _lock = self.lock()?;
+        Ok(self.scan(false)?.expect("nothing vanishes under the lock"))
+    }
+
+    /// One pass over the generations, newest first. `None` when `retry_vanished` and a listed
+    /// generation was gone by the time it was read.
+    fn scan<S: DeserializeOwned>(&self, retry_vanished: bool) -> Result<Option<Option<Loaded<S>>>> {
         let mut skipped = Vec::new();
         for generation in self.history()? {
             match self.files.read_json_file(&generation.path) {
                 Ok(state) => {
-                    return Ok(Some(Loaded {
+                    return Ok(Some(Some(Loaded {
                         state,
                         generation: generation.number,
                         skipped,
-                    }));
+                    })));
                 }
+                Err(e) if retry_vanished && is_not_found(&e) => return Ok(None),
                 Err(e) => skipped.push((generation.number, e)),
             }
         }
         match skipped.into_iter().next() {
-            None => Ok(None),
+            None => Ok(Some(None)),
             Some((_, newest)) => Err(Error::NoGoodState {
                 dir: self.dir.clone(),
                 newest: Box::new(newest),
@@ -195,8 +220,7 @@ impl StateManager {
                 .and_then(|n| n.strip_prefix(self.name.as_str()))
                 .and_then(|n| n.strip_prefix('.'))
                 .and_then(|n| n.strip_suffix(".json"))
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse().ok());
+                .and_then(|n| n.parse::<u64>().ok().filter(|v| v.to_string() == n));
             if let Some(number) = number {
                 found.push(Generation {
                     number,

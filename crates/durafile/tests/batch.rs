@@ -194,3 +194,34 @@ fn child_entry() {
         other => panic!("unknown role {other:?}"),
     }
 }
+
+/// Different spellings of one document are one document: applied in order, under one lock.
+#[test]
+fn spellings_of_one_path_are_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    let spellings = [
+        dir.path().join("d.json"),
+        dir.path().join("./d.json"),
+        dir.path().join("sub/../d.json"),
+    ];
+    let ops: Vec<Op> = (0..30)
+        .map(|i| Op::Merge {
+            path: spellings[i % 3].clone(),
+            patch: json!({ format!("k{i}"): i }),
+        })
+        .collect();
+    let report = BatchProcessor::new(FileManager::default())
+        .workers(3)
+        .run(ops);
+    assert_eq!(
+        (report.applied(), report.failed()),
+        (30, 0),
+        "{:?}",
+        report.outcomes
+    );
+    let doc: Value = FileManager::default()
+        .read_json_file(&spellings[0])
+        .unwrap();
+    assert_eq!(doc.as_object().unwrap().len(), 30);
+}

@@ -253,6 +253,32 @@ fn damaged_current_state_falls_back_and_says_so() {
     ));
 }
 
+/// Loads take no lock; a save that prunes the generation a load just listed must not make
+/// the load fail or fall back.
+#[test]
+fn loads_racing_saves_that_prune_never_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = FileManager::new(Options::new().durability(Durability::None));
+    let states = StateManager::open(dir.path(), files).unwrap().keep(1);
+    states.save_current_state(&Counter { n: 0 }).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            for n in 1..=300 {
+                states.save_current_state(&Counter { n }).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut loads = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let loaded = states.load_current_state::<Counter>().unwrap().unwrap();
+            assert!(!loaded.is_fallback(), "{:?}", loaded.skipped);
+            loads += 1;
+        }
+        assert!(loads > 0);
+    });
+}
+
 #[test]
 fn no_generation_loads_is_an_error_and_nothing_saved_is_none() {
     let dir = tempfile::tempdir().unwrap();

@@ -140,7 +140,10 @@ fn a_step_failing_on_document_500_changes_nothing() {
         reason.contains("step to version 2 failed: id 500 has no owner"),
         "{err}"
     );
-    assert!(err.to_string().contains("no document was changed"));
+    assert!(
+        err.to_string()
+            .contains("this migration changed no document")
+    );
     assert_same(&before, &snapshot(dir.path()), "failed migration");
     assert!(!dir.path().join(".durafile-migration.staging").exists());
 }
