@@ -181,7 +181,7 @@ enum StateCmd {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Make generation GEN current again (as a new generation; the history is kept).
+    /// Make generation GEN current again (as a new generation; no generation is removed).
     Rollback {
         #[command(flatten)]
         state: StateArgs,
@@ -200,9 +200,18 @@ struct StateArgs {
 }
 
 impl StateArgs {
+    /// The state, without pruning: the application decides how many generations to keep.
     fn open(&self) -> Result<StateManager, Failure> {
+        if !self.dir.is_dir() {
+            return Err(Failure::new(format!(
+                "state {}: no such directory",
+                self.dir.display()
+            )));
+        }
         let files = FileManager::new(Options::new()).pretty(true);
-        Ok(StateManager::open(&self.dir, files)?.name(&self.name)?)
+        Ok(StateManager::open(&self.dir, files)?
+            .name(&self.name)?
+            .keep(usize::MAX))
     }
 }
 

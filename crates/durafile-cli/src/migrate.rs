@@ -2,7 +2,8 @@
 //! executables in a directory (`NNNN-description`, reading a document on stdin and writing
 //! the migrated one on stdout; `#!/usr/bin/env -S jq -f` scripts work).
 
-use std::io::{self, Read, Write};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -44,7 +45,12 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         writeln!(out, "{line}").map_err(|e| Failure::new(format!("write standard output: {e}")))
     };
     if report.resumed {
-        say("completed an interrupted migration first".to_owned())?;
+        say(if args.dry_run {
+            "an interrupted migration is pending: a real run finishes or undoes it first"
+        } else {
+            "finished or undid an interrupted migration first"
+        }
+        .to_owned())?;
     }
     if args.dry_run {
         for (key, from) in &report.migrated {
@@ -83,8 +89,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
 /// The steps in `dir`: files named `NNNN-description`, step NNNN migrating to version NNNN.
 fn load_steps(dir: &Path) -> Result<Migrator, Failure> {
     let err = |e: io::Error| Failure::new(format!("migrate: list {}: {e}", dir.display()));
-    let mut migrator = Migrator::new();
-    let mut found = 0;
+    let mut steps: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let path = entry.map_err(err)?.path();
         let name = path
@@ -100,16 +105,25 @@ fn load_steps(dir: &Path) -> Result<Migrator, Failure> {
         if !path.is_file() || digits.is_empty() {
             continue;
         }
-        found += 1;
-        migrator = migrator.step(version, move |doc| run_step(&path, doc));
+        if let Some(other) = steps.insert(version, path.clone()) {
+            return Err(Failure::new(format!(
+                "migrate: {} and {} are both step {version}; give each step its own number",
+                other.display(),
+                path.display()
+            )));
+        }
     }
-    if found == 0 {
+    if steps.is_empty() {
         return Err(Failure::new(format!(
             "migrate: {} has no steps (expected executables named like 0001-add-tags)",
             dir.display()
         )));
     }
-    Ok(migrator)
+    Ok(steps
+        .into_iter()
+        .fold(Migrator::new(), |m, (version, path)| {
+            m.step(version, move |doc| run_step(&path, doc))
+        }))
 }
 
 /// Pipes `doc` through the executable `program`.
@@ -123,21 +137,11 @@ fn run_step(program: &PathBuf, doc: Value) -> Result<Value, StepError> {
     let mut stdin = child.stdin.take().expect("piped");
     let input = serde_json::to_vec(&doc)?;
     let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let mut output = Vec::new();
-    child
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_end(&mut output)?;
-    let mut errors = String::new();
-    child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut errors)?;
-    let status = child.wait()?;
+    // Both pipes at once: a step that fills stderr must not stall on a full pipe.
+    let output = child.wait_with_output()?;
     // A step that exits before reading all its input is judged by its status and output.
     let _ = feeder.join();
+    let (status, errors) = (output.status, String::from_utf8_lossy(&output.stderr));
     if !status.success() {
         let why = match errors.lines().next().map(str::trim) {
             Some(first) if !first.is_empty() => format!(": {first}"),
@@ -145,6 +149,6 @@ fn run_step(program: &PathBuf, doc: Value) -> Result<Value, StepError> {
         };
         return Err(format!("{} failed ({status}){why}", program.display()).into());
     }
-    serde_json::from_slice(&output)
+    serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("{} printed invalid JSON: {e}", program.display()).into())
 }

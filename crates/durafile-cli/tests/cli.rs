@@ -659,7 +659,7 @@ fn migrate_with_jq_steps_dry_run_then_real_then_failing_step() {
         err.contains("u13.json") && err.contains("step to version 3 failed"),
         "{err}"
     );
-    assert!(err.contains("no document was changed"), "{err}");
+    assert!(err.contains("this migration changed no document"), "{err}");
     let after: Vec<_> = (0..20)
         .map(|i| fs::read(docs.join(format!("u{i}.json"))).unwrap())
         .collect();
@@ -706,4 +706,30 @@ fn batch_applies_lines_and_reports_malformed_ones_by_number() {
         "the write came last for b"
     );
     assert!(durafile(&["verify", p(dir.path())], b"").status.success());
+}
+
+#[test]
+fn migrate_steps_may_be_chatty_but_not_ambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    let steps = dir.path().join("steps");
+    fs::create_dir_all(&docs).unwrap();
+    fs::create_dir_all(&steps).unwrap();
+    fs::write(docs.join("a.json"), "{}").unwrap();
+    // 200 KB on stderr: more than a pipe holds.
+    script(
+        &steps.join("0001-chatty"),
+        "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x >&2\njq -c '.chatty = true'\n",
+    );
+    let out = durafile(&["migrate", p(&docs), "--migrations", p(&steps)], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&fs::read(docs.join("a.json")).unwrap()).unwrap();
+    assert_eq!(doc["chatty"], true);
+
+    script(&steps.join("2-one"), "#!/bin/sh\ncat\n");
+    script(&steps.join("0002-other"), "#!/bin/sh\ncat\n");
+    let out = durafile(&["migrate", p(&docs), "--migrations", p(&steps)], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("are both step 2"), "{}", stderr(&out));
 }
