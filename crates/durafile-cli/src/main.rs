@@ -10,6 +10,7 @@ mod failure;
 mod migrate;
 mod progress;
 mod stream;
+mod torture;
 mod verify;
 
 use std::ffi::OsString;
@@ -149,6 +150,31 @@ enum Cmd {
         jobs: Option<usize>,
         #[command(flatten)]
         write: BatchArgs,
+    },
+    /// Prove the guarantees on this filesystem: SIGKILL writers and updaters at random, check
+    /// every file, checksum and counter after each round, and print a table.
+    ///
+    /// Exits 1 if any file was corrupt, any update lost, or any checksum raised a false
+    /// alarm. Run it on the disk and mount options you rely on.
+    Torture {
+        /// Where to work (default: a new directory here, removed afterwards if all went well).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How long to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Worker processes per round (half writers, half updaters; at least 2).
+        #[arg(long, default_value_t = 4)]
+        processes: usize,
+    },
+    /// A worker of `torture` (internal).
+    #[command(name = "__torture-worker", hide = true)]
+    TortureWorker {
+        role: String,
+        id: usize,
+        #[arg(value_parser = parse_durability)]
+        level: Durability,
+        first: u64,
     },
     /// Replace FILE with CMD's output, CMD reading FILE's current content, under the lock.
     ///
@@ -302,6 +328,21 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
         }),
         Cmd::Recover { dir, dry_run } => recover(&dir, dry_run),
         Cmd::State(cmd) => state(cmd),
+        Cmd::Torture {
+            dir,
+            seconds,
+            processes,
+        } => torture::run(torture::Args {
+            dir,
+            seconds,
+            processes,
+        }),
+        Cmd::TortureWorker {
+            role,
+            id,
+            level,
+            first,
+        } => torture::worker(&role, id, level, first),
         Cmd::Migrate {
             dir,
             migrations,

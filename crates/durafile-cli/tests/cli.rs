@@ -733,3 +733,43 @@ fn migrate_steps_may_be_chatty_but_not_ambiguous() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("are both step 2"), "{}", stderr(&out));
 }
+
+#[test]
+fn torture_reports_no_loss_on_this_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("torture");
+    let out = durafile(
+        &[
+            "torture",
+            "--seconds",
+            "2",
+            "--processes",
+            "4",
+            "--dir",
+            p(&work),
+        ],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    let value = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{text}"));
+        line[name.len()..].trim().parse().unwrap()
+    };
+    assert!(
+        value("rounds") > 0 && value("kills") >= 4 * value("rounds"),
+        "{text}"
+    );
+    assert!(
+        value("writes acknowledged") > 0 && value("updates acknowledged") > 0,
+        "{text}"
+    );
+    assert_eq!(value("corrupt files"), 0);
+    assert_eq!(value("lost updates"), 0);
+    assert_eq!(value("false checksum alarms"), 0);
+    assert!(text.contains("  full") && text.contains(" ms"), "{text}");
+    assert!(work.exists(), "a --dir given by the user is left in place");
+}
