@@ -60,6 +60,13 @@ const CREATE_ATTEMPTS: usize = 64;
 
 const BUFFER_SIZE: usize = 64 * 1024;
 
+/// How much written data triggers an early writeback (see `AtomicFile::start_writeback`).
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Pieces at least this large are hashed in parallel with their write; below it a thread
+/// costs more than it saves.
+const PARALLEL_HASH_MIN: usize = 256 * 1024;
+
 /// A new version of a file, written in pieces and published at once by [`commit`].
 ///
 /// It holds the path's exclusive lock from [`new`] until it is committed or dropped, so the
@@ -99,6 +106,10 @@ pub struct AtomicFile {
     mode: u32,
     /// The first write error. A commit after it must fail: the temp file is incomplete.
     failed: Option<io::Error>,
+    /// Bytes accepted by `write` so far (some may still sit in `out`'s buffer).
+    accepted: u64,
+    /// Where the next early writeback starts.
+    writeback_from: u64,
     /// Whether the temp file still exists under its name and is ours to remove. Cleared
     /// only once it has been renamed or removed, so that `Drop` cleans up after any error
     /// or panic part-way through a commit.
@@ -181,6 +192,8 @@ impl AtomicFile {
             durability: opts.get_durability(),
             mode,
             failed: None,
+            accepted: 0,
+            writeback_from: 0,
             temp_pending: true,
             checksum,
             require_checksum: opts.get_checksum(),
@@ -370,16 +383,27 @@ impl AtomicFile {
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
-        let result = fault::point("durafile::write").and_then(|()| self.out.write(buf));
-        match result {
-            Ok(n) => {
-                if let Some(c) = &mut self.checksum {
-                    c.hasher.update(&buf[..n]);
-                }
-                Ok(n)
+        fault::point("durafile::write").map_err(|e| self.fail(e))?;
+        let result = match &mut self.checksum {
+            // Large pieces are hashed on a second thread while they are written, so that a
+            // checksum costs (nearly) nothing on top of the write. Such a piece is written
+            // whole: the hash must cover exactly the bytes written.
+            Some(c) if buf.len() >= PARALLEL_HASH_MIN => {
+                let out = &mut self.out;
+                std::thread::scope(|s| {
+                    let hashing = s.spawn(|| c.hasher.update(buf));
+                    let written = out.write_all(buf).map(|()| buf.len());
+                    hashing.join().expect("hashing does not panic");
+                    written
+                })
             }
-            Err(e) => Err(self.fail(e)),
-        }
+            Some(c) => self.out.write(buf).inspect(|&n| c.hasher.update(&buf[..n])),
+            None => self.out.write(buf),
+        };
+        let n = result.map_err(|e| self.fail(e))?;
+        self.accepted += n as u64;
+        self.start_writeback();
+        Ok(n)
     }
 
     /// Pushes buffered bytes to the temp file. This makes nothing durable or visible: only
@@ -391,6 +415,20 @@ impl Write for AtomicFile {
 }
 
 impl AtomicFile {
+    /// Asks the kernel to start writing out every full [`WRITEBACK_STEP`] written so far, so
+    /// that the disk works while the caller produces (and hashes) the rest and the final
+    /// fsync has little left to do. Only for levels that fsync; a hint, never a guarantee.
+    fn start_writeback(&mut self) {
+        if self.durability == Durability::None {
+            return;
+        }
+        let in_file = self.accepted - self.out.buffer().len() as u64;
+        if in_file - self.writeback_from >= WRITEBACK_STEP {
+            sys::start_writeback(self.out.get_ref(), self.writeback_from, in_file);
+            self.writeback_from = in_file;
+        }
+    }
+
     fn check(&self) -> io::Result<()> {
         match &self.failed {
             Some(e) => Err(self.wrap(copy_error(e))),

@@ -216,8 +216,9 @@ pub(crate) fn lock_target(
                 });
             }
         }
+        // Still named by its path (and so still linked): nobody replaced it while we waited.
         let still_named = fs::symlink_metadata(&lock_file).is_ok_and(|m| sys::file_id(&m) == id);
-        if still_named && sys::link_count(&file).map_err(lock_err)? > 0 {
+        if still_named {
             held().push((id, me));
             return Ok(FileLock {
                 _file: file,

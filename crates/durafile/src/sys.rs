@@ -120,3 +120,25 @@ pub(crate) fn file_id(meta: &fs::Metadata) -> (u64, u64) {
 pub(crate) fn link_count(file: &File) -> io::Result<u64> {
     Ok(file.metadata()?.nlink())
 }
+
+/// Starts writeback of `file`'s bytes `from..to` without waiting for it (Linux
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`; nothing elsewhere). The result is ignored on
+/// purpose: without a WAIT flag the call neither reports nor consumes a writeback error, so
+/// the fsync at commit still sees every error, and it alone decides.
+#[cfg(target_os = "linux")]
+pub(crate) fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we own; it touches no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            from as libc::off64_t,
+            (to - from) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+/// No early writeback outside Linux: the fsync at commit does all of it.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn start_writeback(_file: &File, _from: u64, _to: u64) {}

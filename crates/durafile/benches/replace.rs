@@ -1,0 +1,234 @@
+//! durafile against the floor and its peers, side by side in one process (`cargo bench`).
+//!
+//! - `replace_1KiB/<level>`: a 1 KiB JSON replace; the floor does the same syscalls raw
+//!   (create, write, fsync, rename, fsync of the directory, as the level asks).
+//! - `stream/<size>`: a large write with SHA-256, against a raw buffered write + fsync.
+//! - `group_commit_1000x1KiB`: the batch processor against 1000 single durable writes.
+//! - `verify_256MiB`: checksum verification against `sha256sum`.
+//!
+//! BENCHMARKS.md reports the results as ratios; `benches/ratios.py` computes them from
+//! criterion's estimates.
+
+use std::fs::{self, File, OpenOptions};
+use std::hint::black_box;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use durafile::batch::{BatchProcessor, Op};
+use durafile::{AtomicFile, Durability, FileManager, Options};
+
+/// 1 KiB of valid JSON.
+fn payload() -> Vec<u8> {
+    let items = vec![r#"{"sku":"A-1041","qty":12}"#; 20].join(",");
+    let mut json = format!(r#"{{"items":[{items}],"pad":""}}"#);
+    let pad = 1024 - json.len();
+    json.insert_str(json.len() - 2, &"x".repeat(pad));
+    assert_eq!(json.len(), 1024);
+    serde_json::from_str::<serde_json::Value>(&json).expect("valid JSON");
+    json.into_bytes()
+}
+
+/// The floor: the syscalls of a durable replace, nothing else.
+fn floor(dir: &Path, target: &Path, data: &[u8], level: Durability) {
+    let temp = dir.join(".floor.tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .unwrap();
+    f.write_all(data).unwrap();
+    if level != Durability::None {
+        f.sync_all().unwrap();
+    }
+    fs::rename(&temp, target).unwrap();
+    if level == Durability::Full {
+        File::open(dir).unwrap().sync_all().unwrap();
+    }
+}
+
+fn replace(c: &mut Criterion) {
+    let data = payload();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for level in [Durability::Full, Durability::Consistent, Durability::None] {
+        let mut group = c.benchmark_group(format!("replace_1KiB/{level}"));
+        group
+            .sample_size(30)
+            .measurement_time(Duration::from_secs(4));
+        group.throughput(Throughput::Elements(1));
+        let target = d.join(format!("floor-{level}.json"));
+        group.bench_function("floor", |b| b.iter(|| floor(d, &target, &data, level)));
+        // The floor plus what no-lost-update costs: opening and flocking a lock file.
+        let lock = d.join(format!(".floor-{level}.lock"));
+        group.bench_function("floor_with_flock", |b| {
+            b.iter(|| {
+                let held = File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .open(&lock)
+                    .unwrap();
+                held.lock().unwrap();
+                floor(d, &target, &data, level);
+            })
+        });
+        let target = d.join(format!("durafile-{level}.json"));
+        let opts = Options::new().durability(level);
+        group.bench_function("durafile", |b| {
+            b.iter(|| durafile::write(&target, &data, &opts).unwrap())
+        });
+        if level == Durability::Full {
+            let target = d.join("atomicwrites.json");
+            group.bench_function("atomicwrites", |b| {
+                b.iter(|| {
+                    let file = atomicwrites::AtomicFile::new(
+                        &target,
+                        atomicwrites::OverwriteBehavior::AllowOverwrite,
+                    );
+                    file.write(|f| f.write_all(&data)).unwrap();
+                })
+            });
+            let target = d.join("atomic-write-file.json");
+            group.bench_function("atomic-write-file", |b| {
+                b.iter(|| {
+                    let mut file = atomic_write_file::AtomicWriteFile::open(&target).unwrap();
+                    file.write_all(&data).unwrap();
+                    file.commit().unwrap();
+                })
+            });
+            let target = d.join("tempfile.json");
+            group.bench_function("tempfile", |b| {
+                b.iter(|| {
+                    let mut tmp = tempfile::NamedTempFile::new_in(d).unwrap();
+                    tmp.write_all(&data).unwrap();
+                    tmp.as_file().sync_all().unwrap();
+                    tmp.persist(&target).unwrap();
+                    File::open(d).unwrap().sync_all().unwrap();
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+/// Peak resident memory of this process so far, in MiB.
+fn peak_rss_mib() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as u64 / 1024
+}
+
+fn stream(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    for mib in [256u64, 1024] {
+        let mut group = c.benchmark_group(format!("stream/{mib}MiB"));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(20));
+        group.throughput(Throughput::Bytes(mib << 20));
+        let raw_target = dir.path().join("raw.bin");
+        group.bench_function("raw_buffered_fsync", |b| {
+            b.iter(|| {
+                let mut f = BufWriter::with_capacity(64 << 10, File::create(&raw_target).unwrap());
+                for _ in 0..mib {
+                    f.write_all(&chunk).unwrap();
+                }
+                f.into_inner().unwrap().sync_all().unwrap();
+            })
+        });
+        let target = dir.path().join("durafile.bin");
+        let opts = Options::new().checksum(true);
+        group.bench_function("durafile_checksum_full", |b| {
+            b.iter(|| {
+                let mut f = AtomicFile::new(&target, &opts).unwrap();
+                for _ in 0..mib {
+                    f.write_all(&chunk).unwrap();
+                }
+                f.commit().unwrap();
+            })
+        });
+        group.finish();
+        eprintln!(
+            "peak RSS after the {mib} MiB streams: {} MiB",
+            peak_rss_mib()
+        );
+    }
+}
+
+/// Rewrites 1000 existing documents (the steady state of an application's data directory:
+/// documents and lock files exist), one durable write at a time or as one batch.
+fn group_commit(c: &mut Criterion) {
+    let data: serde_json::Value = serde_json::from_slice(&payload()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<_> = (0..1000)
+        .map(|i| dir.path().join(format!("d{i}.json")))
+        .collect();
+    let files = FileManager::new(Options::new());
+    for path in &paths {
+        files.write_json_file(path, &data).unwrap();
+    }
+    let mut group = c.benchmark_group("group_commit_1000x1KiB");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("single_writes", |b| {
+        b.iter(|| {
+            for path in &paths {
+                files.write_json_file(path, &data).unwrap();
+            }
+        })
+    });
+    for workers in [2, 8] {
+        group.bench_function(format!("batch_processor_{workers}_workers"), |b| {
+            b.iter(|| {
+                let ops = paths
+                    .iter()
+                    .map(|path| Op::Write {
+                        path: path.clone(),
+                        value: data.clone(),
+                    })
+                    .collect();
+                let report = BatchProcessor::new(files.clone()).workers(workers).run(ops);
+                assert_eq!(report.applied(), 1000);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn verify(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.bin");
+    let chunk = vec![0xa5_u8; 1 << 20];
+    let mut f = AtomicFile::new(&path, &Options::new().checksum(true)).unwrap();
+    for _ in 0..256 {
+        f.write_all(&chunk).unwrap();
+    }
+    f.commit().unwrap();
+    let mut group = c.benchmark_group("verify_256MiB");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Bytes(256 << 20));
+    group.bench_function("durafile", |b| {
+        b.iter(|| black_box(durafile::checksum::verify(&path).unwrap()))
+    });
+    group.bench_function("sha256sum", |b| {
+        b.iter(|| {
+            let out = Command::new("sha256sum").arg(&path).output().unwrap();
+            assert!(out.status.success());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, replace, stream, group_commit, verify);
+criterion_main!(benches);
