@@ -71,6 +71,7 @@ fn replace(c: &mut Criterion) {
                     .read(true)
                     .write(true)
                     .create(true)
+                    .truncate(false)
                     .open(&lock)
                     .unwrap();
                 held.lock().unwrap();
