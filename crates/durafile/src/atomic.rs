@@ -18,7 +18,10 @@
 //!    filesystems is not atomic) with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and mode 0600, and
 //!    hold a flock on it, which tells [`crate::recover::clean_orphans`] that a live writer
 //!    owns it.
-//! 4. Write the content (a [`BufWriter`] in between; a large file streams through it).
+//! 4. Write the content (a [`BufWriter`] in between; a large file streams through it). At
+//!    levels that fsync, writeback of each 8 MiB written starts at once (Linux
+//!    `sync_file_range`), so the fsync at commit finds little left to do; with a checksum,
+//!    large pieces are hashed on a second thread while they are written.
 //! 5. Give the temp file the target's owner and group (where the process may) and mode.
 //! 6. fsync it (`F_FULLFSYNC` on macOS), unless the level is [`Durability::None`].
 //! 7. Rename it over the target, only if every step before succeeded.
