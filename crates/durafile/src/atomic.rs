@@ -309,9 +309,7 @@ impl AtomicFile {
         };
         if had_sidecar && old == [new] {
             // Same content: the sidecar stays, but follows a change of the file's mode.
-            let sidecar = self
-                .target
-                .sibling(checksum::sidecar_name(&self.target.name));
+            let sidecar = checksum::sidecar_of(&self.target);
             fs::set_permissions(sidecar, fs::Permissions::from_mode(self.mode & 0o777))
                 .map_err(self.at(Step::ChecksumBegin))?;
             return Ok(None);
@@ -332,10 +330,7 @@ impl AtomicFile {
     fn restore_sidecar(&self, old: &[Digest]) {
         let sync = self.durability != Durability::None;
         if old.is_empty() {
-            let _ = fs::remove_file(
-                self.target
-                    .sibling(checksum::sidecar_name(&self.target.name)),
-            );
+            let _ = fs::remove_file(checksum::sidecar_of(&self.target));
         } else {
             let _ = checksum::write_sidecar(&self.target, old, Phase::Finish, sync, self.mode);
         }
@@ -345,10 +340,9 @@ impl AtomicFile {
     /// (which `Drop` cannot). The target is untouched.
     pub fn discard(mut self) -> Result<()> {
         self.temp_pending = false;
-        match fs::remove_file(&self.temp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.at(Step::Remove)(e)),
-            _ => Ok(()),
-        }
+        sys::remove_if_exists(&self.temp)
+            .map(drop)
+            .map_err(self.at(Step::Remove))
     }
 
     /// Every step up to the rename; a failure here leaves the target untouched.

@@ -80,6 +80,16 @@ pub(crate) fn sidecar_name(name: &OsStr) -> OsString {
     out
 }
 
+/// Where `target`'s sidecar lives: beside the file it checks, after symlinks are followed.
+pub(crate) fn sidecar_of(target: &Target) -> std::path::PathBuf {
+    target.sibling(sidecar_name(&target.name))
+}
+
+/// The sidecar of the file at `path` (a path durafile itself named, no symlink to follow).
+pub(crate) fn sidecar_path(path: &Path) -> std::path::PathBuf {
+    path.with_file_name(sidecar_name(path.file_name().unwrap_or_default()))
+}
+
 /// Lower-case hex, as `sha256sum` prints it.
 pub fn to_hex(digest: &Digest) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -216,7 +226,7 @@ fn unescape(s: &[u8]) -> Option<Vec<u8>> {
 
 /// The digests `target`'s sidecar lists, `None` if it has none.
 pub(crate) fn read_sidecar(target: &Target) -> Result<Option<Vec<Digest>>> {
-    let path = target.sibling(sidecar_name(&target.name));
+    let path = sidecar_of(target);
     let text = match fs::read(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -264,7 +274,7 @@ pub(crate) fn write_sidecar(
     };
     let at = |e| Error::io(step, &target.given, e);
     let name = sidecar_name(&target.name);
-    let sidecar = target.sibling(&name);
+    let sidecar = sidecar_of(target);
     let (mut file, temp) = create_temp(target, &name).map_err(|e| match e {
         Error::Io { source, .. } => at(source),
         other => other,
@@ -325,7 +335,7 @@ pub enum Verification {
 /// ```
 pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
     let target = Target::resolve(path.as_ref())?;
-    let sidecar = target.sibling(sidecar_name(&target.name));
+    let sidecar = sidecar_of(&target);
     if !sidecar.exists() {
         return Ok(Verification::NoChecksum);
     }
@@ -366,7 +376,7 @@ pub(crate) fn verified<T>(
             None if opts.get_checksum() => {
                 return Err(Error::MissingChecksum {
                     path: target.given.clone(),
-                    sidecar: target.sibling(sidecar_name(&target.name)),
+                    sidecar: sidecar_of(target),
                 });
             }
             None => return Ok((value, digest, 0)),

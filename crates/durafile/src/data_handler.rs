@@ -7,7 +7,6 @@
 //! A refused key is an [`Error::InvalidKey`] and nothing is read or written.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -54,7 +53,7 @@ impl DataHandler {
     ///
     /// # Errors
     ///
-    /// At [`Step::ReadDir`] when the directory cannot be created.
+    /// At [`Step::CreateDir`] when the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<DataHandler> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
@@ -123,18 +122,10 @@ impl DataHandler {
         let path = self.path_of(key)?;
         let opts = self.files.options();
         let _lock = lock::acquire(&path, LockMode::Exclusive, opts.get_lock_timeout())?;
-        let existed = match fs::remove_file(&path) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(Step::Remove, &path, e)),
-        };
-        let sidecar = path.with_file_name(checksum::sidecar_name(path.file_name().expect("key")));
-        match fs::remove_file(&sidecar) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(Error::io(Step::Remove, &sidecar, e));
-            }
-            _ => {}
-        }
+        let existed =
+            sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
+        let sidecar = checksum::sidecar_path(&path);
+        sys::remove_if_exists(&sidecar).map_err(|e| Error::io(Step::Remove, &sidecar, e))?;
         if existed && opts.get_durability() == Durability::Full {
             sys::sync_dir(&self.dir).map_err(|e| Error::io(Step::SyncDir, &path, e))?;
         }

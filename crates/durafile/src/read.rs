@@ -78,10 +78,7 @@ fn shared_lock(target: &Target, opts: &Options) -> Result<Option<FileLock>> {
 }
 
 fn needs_verify(target: &Target, opts: &Options) -> bool {
-    opts.get_checksum()
-        || target
-            .sibling(checksum::sidecar_name(&target.name))
-            .exists()
+    opts.get_checksum() || checksum::sidecar_of(target).exists()
 }
 
 /// Reads the target, verified; `locked` says the caller holds a lock that keeps writers out.

@@ -163,7 +163,7 @@ pub fn recover(dir: &Path, dry_run: bool) -> Result<Recovery> {
     for sidecar in sidecars {
         let data = checksum::data_name_of(sidecar.file_name().expect("listed")).expect("filtered");
         let target = match Target::resolve(&dir.join(data)) {
-            Ok(t) if t.sibling(checksum::sidecar_name(&t.name)) == sidecar => t,
+            Ok(t) if checksum::sidecar_of(&t) == sidecar => t,
             // The data path is a symlink elsewhere or not a file: this sidecar is not its.
             _ => continue,
         };

@@ -33,6 +33,7 @@ use crate::data_handler::validate_key;
 use crate::error::{Error, Result, Step};
 use crate::file_manager::FileManager;
 use crate::lock::{self, FileLock, LockMode};
+use crate::sys;
 
 /// How many times a load starts over because a save pruned what it listed, before it waits
 /// for the state's lock.
@@ -239,11 +240,7 @@ impl StateManager {
         let _lock = self.lock()?;
         let source = self.path_of(number);
         let bytes = crate::read(&source, self.files.options())?;
-        let had_checksum = source
-            .with_file_name(checksum::sidecar_name(
-                source.file_name().expect("generation"),
-            ))
-            .exists();
+        let had_checksum = checksum::sidecar_path(&source).exists();
         let opts = self.files.options();
         let opts = opts.clone().checksum(opts.get_checksum() || had_checksum);
         let next = self.next_number()?;
@@ -268,15 +265,8 @@ impl StateManager {
     /// Removes all but the newest `keep` generations, with their checksum sidecars.
     fn prune(&self) -> Result<()> {
         for old in self.history()?.into_iter().skip(self.keep) {
-            let name = old.path.file_name().expect("generation file");
-            let sidecar = old.path.with_file_name(checksum::sidecar_name(name));
-            for path in [&old.path, &sidecar] {
-                match fs::remove_file(path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(Error::io(Step::Remove, path, e));
-                    }
-                    _ => {}
-                }
+            for path in [old.path.clone(), checksum::sidecar_path(&old.path)] {
+                sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
             }
         }
         Ok(())
