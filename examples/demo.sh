@@ -2,6 +2,15 @@
 # durafile's main job on a real example: keep an application's JSON state file safe while
 # many processes update it at once. Run from the repository root after `cargo build --release`.
 set -euo pipefail
+# The demo's updaters are jq programs; install jq on a fresh machine when we may.
+if ! command -v jq >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && apt-get install -y -qq jq
+  else
+    echo "demo: please install jq (the demo's updaters are jq programs)" >&2
+    exit 2
+  fi
+fi
 bin=${DURAFILE:-target/release/durafile}
 dir=target/demo
 mkdir -p "$dir"
