@@ -33,29 +33,156 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Opens (creating if needed) a lock file. Never truncates, never follows a symlink, and
-/// falls back to read-only when the file exists but is not writable: flock works on any
-/// open descriptor. When it does not exist and cannot be created, the error is that one
-/// (EACCES on a read-only directory), not the fallback's.
-pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
-    let rw = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o666)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    match rw {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
+/// A lock file opened by [`open_lock_file`].
+pub(crate) struct LockFile {
+    pub file: File,
+    /// Whether this call created it (and so must give it its mode and owner).
+    pub created: bool,
+    /// Whether it is open for writing (else read-only: flock works on any descriptor).
+    pub writable: bool,
+}
+
+/// Opens (creating with `mode` if needed) a lock file. Never truncates, never follows a
+/// symlink, never blocks on a FIFO planted at the name; refuses anything but a regular file.
+/// An existing file that is not writable is opened read-only. When the file does not exist
+/// and cannot be created, the error is that one (EACCES on a read-only directory).
+///
+/// An existing file is opened without `O_CREAT`, so that the kernel's `protected_regular`
+/// does not refuse a lock file another user made before durafile's own checks can say who.
+pub(crate) fn open_lock_file(path: &Path, mode: u32) -> io::Result<LockFile> {
+    let open = |write: bool, create: bool| {
+        OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .write(write)
+            .create_new(create)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|fallback| match fallback.kind() {
-                io::ErrorKind::NotFound => e,
-                _ => fallback,
-            }),
-        other => other,
+    };
+    let opened = loop {
+        match open(true, false) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match open(true, true) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => break other.map(|f| (f, true, true)),
+            },
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                break open(false, false)
+                    .map(|f| (f, false, false))
+                    .map_err(|fallback| match fallback.kind() {
+                        io::ErrorKind::NotFound => e,
+                        _ => fallback,
+                    });
+            }
+            other => break other.map(|f| (f, false, true)),
+        }
+    };
+    let (file, created, writable) = opened?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
+    Ok(LockFile {
+        file,
+        created,
+        writable,
+    })
+}
+
+/// Opens a directory (the kernel resolving the path) for fsync and identity checks.
+pub(crate) fn open_dir(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+}
+
+/// The effective uid, which the kernel's checks (fsuid) use.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The login name of `uid`, if the user database knows it.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: an all-zero passwd is a valid out-parameter (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local of the size given; getpwuid_r writes the
+    // strings into `buf` and `pwd.pw_name` points into it while `buf` lives.
+    unsafe {
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// Whether the filesystem holding `dir` has no inodes left for unprivileged users, which is
+/// what an ENOSPC means when `df` still shows free space.
+pub(crate) fn out_of_inodes(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statvfs is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_files > 0 && st.f_favail == 0
+}
+
+/// Whether this process may create files in `dir` (the effective ids, as the kernel checks).
+pub(crate) fn may_write_dir(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
+}
+
+/// The pid of a process holding a flock on `file`, where the kernel says (Linux
+/// `/proc/locks`, in this process's pid namespace); `None` elsewhere or when unknown.
+#[cfg(target_os = "linux")]
+pub(crate) fn lock_holder(file: &File) -> Option<u32> {
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have "->" after the number.
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, file_id, ..] if *file_id == id => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+/// No portable way to name a flock's holder.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lock_holder(_file: &File) -> Option<u32> {
+    None
 }
 
 /// fsync of a directory, which makes the entries created or renamed in it durable.
