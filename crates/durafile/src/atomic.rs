@@ -213,10 +213,14 @@ impl AtomicFile {
             hasher: Hasher::default(),
             old,
         });
-        let (file, temp) = create_temp(&target, &target.name)?;
-        if let (Some(lock), Some(name)) = (&lock, temp.file_name()) {
-            lock.record_temp(name);
-        }
+        // Recorded before it exists, so that a writer killed at any instant after its creation
+        // leaves an orphan the next holder finds.
+        let record = |name: &OsStr| {
+            if let Some(lock) = &lock {
+                lock.record_temp(name);
+            }
+        };
+        let (file, temp) = create_recorded_temp(&target, &target.name, record)?;
         Ok(AtomicFile {
             target,
             temp,
@@ -558,9 +562,20 @@ impl Staged {
 /// Creates and flocks a fresh temp file for `name` (the target's or its sidecar's) in the
 /// target's directory.
 pub(crate) fn create_temp(target: &Target, name: &OsStr) -> Result<(File, PathBuf)> {
+    create_recorded_temp(target, name, |_| {})
+}
+
+/// [`create_temp`], telling `record` each name before it is created.
+fn create_recorded_temp(
+    target: &Target,
+    name: &OsStr,
+    record: impl Fn(&OsStr),
+) -> Result<(File, PathBuf)> {
     let fail = |e| Error::io_in(Step::CreateTemp, &target.given, &target.dir, e);
     for _ in 0..CREATE_ATTEMPTS {
-        let temp = target.sibling(names::temp_name(name));
+        let temp_name = names::temp_name(name);
+        record(&temp_name);
+        let temp = target.sibling(temp_name);
         let file = match sys::create_private(&temp) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -85,7 +85,9 @@ impl Target {
                 continue;
             }
             let here = done.join(&part);
-            if missing {
+            if missing && last {
+                return Target::new(given, here, None);
+            } else if missing {
                 done = here;
                 continue;
             }
