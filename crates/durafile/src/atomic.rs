@@ -215,6 +215,9 @@ impl AtomicFile {
         });
         // Recorded before it exists, so that a writer killed at any instant after its creation
         // leaves an orphan the next holder finds.
+        if let Some(lock) = &lock {
+            lock.remove_dead_temp(&target);
+        }
         let record = |name: &OsStr| {
             if let Some(lock) = &lock {
                 lock.record_temp(name);

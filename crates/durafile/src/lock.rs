@@ -141,6 +141,14 @@ impl FileLock {
             let _ = write_record(&self._file, Some(temp));
         }
     }
+
+    /// Removes the temp file of `target` that the lock file records, if its writer is dead
+    /// (see [`remove_dead_temp`]). For a writer about to make its own.
+    pub(crate) fn remove_dead_temp(&self, target: &Target) {
+        if self.records {
+            remove_dead_temp(target, &self._file);
+        }
+    }
 }
 
 /// What a process waiting for a lock is told by the notice set with [`on_wait`].
@@ -333,8 +341,9 @@ pub(crate) fn lock_target(
         if still_named {
             let records = mode == LockMode::Exclusive && opened.writable;
             if records {
-                remove_dead_temp(target, &file);
-                let _ = write_record(&file, None);
+                // Keep the recorded temp file: only a writer proves it dead and removes it.
+                let temp = read_record(&file).and_then(|r| r.temp);
+                let _ = write_record(&file, temp.as_deref());
             }
             held().push((id, me));
             return Ok(FileLock {
@@ -456,7 +465,7 @@ fn parse_record(bytes: &[u8]) -> Option<Record> {
     })
 }
 
-/// Removes the temp file the previous exclusive holder recorded, if that writer is dead. The
+/// Removes the temp file a previous exclusive holder recorded, if that writer is dead. The
 /// caller holds the exclusive lock, so no durafile writer of this target is running; the
 /// temp file must still prove it is an orphan of this target: its name is one of this
 /// target's temp names, it is a regular file owned by the caller or the data file's owner,
