@@ -200,8 +200,9 @@ impl AtomicFile {
                 ),
             ));
         }
-        // Pin the directory we resolved: a directory swapped for a link since is refused.
-        drop(target.open_dir(Step::CreateTemp)?);
+        // Pin the directory we resolved: a directory swapped for a link since is refused, and
+        // one swapped later is not followed.
+        target.pin_dir(Step::CreateTemp)?;
         let checksum = match checksum::read_sidecar(&target) {
             Ok(Some(listed)) => Some(Some(listed)),
             Ok(None) => opts.get_checksum().then_some(None),
@@ -355,7 +356,9 @@ impl AtomicFile {
         let sync = self.durability != Durability::None;
         checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode)?;
         if sync && sync_dir {
-            sys::sync_dir(&self.target.dir).map_err(self.at(Step::ChecksumBegin))?;
+            self.target.with_dir(Step::ChecksumBegin, |dir| {
+                dir.sync_all().map_err(self.at(Step::ChecksumBegin))
+            })?;
         }
         Ok(Some((old, new)))
     }
@@ -519,13 +522,17 @@ impl Staged {
     /// temp file removed (when the `Staged` is dropped).
     pub(crate) fn publish(&mut self) -> Result<()> {
         let f = &mut self.file;
-        if let Err(e) = fault::point("durafile::before_rename")
-            .and_then(|()| fs::rename(&f.temp, &f.target.resolved))
-        {
+        let temp_name = f.temp.file_name().unwrap_or_default();
+        let renamed = f.target.with_dir(Step::Rename, |dir| {
+            fault::point("durafile::before_rename")
+                .and_then(|()| sys::rename_at(dir, temp_name, &f.target.name))
+                .map_err(f.at(Step::Rename))
+        });
+        if let Err(e) = renamed {
             if let Some((old, _)) = &self.pair {
                 f.restore_sidecar(old);
             }
-            return Err(f.at(Step::Rename)(e));
+            return Err(e);
         }
         f.temp_pending = false;
         Ok(())
@@ -544,9 +551,12 @@ impl Staged {
 
     /// fsync of the directory after the rename.
     pub(crate) fn sync_dir(&self) -> Result<()> {
-        fault::point("durafile::before_sync_dir")
-            .and_then(|()| sys::sync_dir(self.dir()))
-            .map_err(self.file.at(Step::SyncDir))
+        let f = &self.file;
+        f.target.with_dir(Step::SyncDir, |dir| {
+            fault::point("durafile::before_sync_dir")
+                .and_then(|()| dir.sync_all())
+                .map_err(f.at(Step::SyncDir))
+        })
     }
 
     /// The second half of the pair protocol: the sidecar lists the new digest only.
@@ -578,8 +588,11 @@ fn create_recorded_temp(
     for _ in 0..CREATE_ATTEMPTS {
         let temp_name = names::temp_name(name);
         record(&temp_name);
+        let created = target.with_dir(Step::CreateTemp, |dir| {
+            Ok(sys::create_private(dir, &temp_name))
+        })?;
         let temp = target.sibling(temp_name);
-        let file = match sys::create_private(&temp) {
+        let file = match created {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(fail(e)),

@@ -290,7 +290,10 @@ pub(crate) fn lock_target(
     let perms = lock_mode(data_mode);
     let start = Instant::now();
     loop {
-        let opened = sys::open_lock_file(&lock_file, perms).map_err(lock_err)?;
+        let name = names::lock_name(&target.name);
+        let opened = target.with_dir(Step::Lock, |dir| {
+            sys::open_lock_file(dir, &name, perms).map_err(lock_err)
+        })?;
         let file = opened.file;
         let meta = file.metadata().map_err(lock_err)?;
         let data_owner = target.meta.as_ref().map(MetadataExt::uid);

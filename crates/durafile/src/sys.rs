@@ -9,20 +9,59 @@
 #[cfg(not(unix))]
 compile_error!("durafile supports Unix (Linux and macOS) only");
 
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Creates `path` exclusively, private to the owner, refusing to follow a symlink planted at
-/// that name. std adds `O_CLOEXEC` to every open.
-pub(crate) fn create_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+/// Creates `name` in the open directory `dir` exclusively, private to the owner, refusing to
+/// follow a symlink planted at that name. Through the directory's descriptor, so that a
+/// directory swapped for a link after it was opened and checked cannot redirect it.
+pub(crate) fn create_private(dir: &File, name: &OsStr) -> io::Result<File> {
+    open_at(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o600,
+    )
+}
+
+/// `openat(2)` with `O_CLOEXEC`.
+fn open_at(dir: &File, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name = cstr(name)?;
+    // SAFETY: a NUL-terminated name and a descriptor we hold; on success the new descriptor is
+    // ours alone and `File` closes it.
+    unsafe {
+        let fd = libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(fd))
+    }
+}
+
+/// Renames `from` over `to`, both names in the open directory `dir` (`renameat(2)`).
+pub(crate) fn rename_at(dir: &File, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (from, to) = (cstr(from)?, cstr(to)?);
+    let fd = dir.as_raw_fd();
+    // SAFETY: NUL-terminated names and a descriptor we hold.
+    match unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Opens an existing regular file for reading without following a symlink at `path`.
@@ -49,24 +88,19 @@ pub(crate) struct LockFile {
 ///
 /// An existing file is opened without `O_CREAT`, so that the kernel's `protected_regular`
 /// does not refuse a lock file another user made before durafile's own checks can say who.
-pub(crate) fn open_lock_file(path: &Path, mode: u32) -> io::Result<LockFile> {
-    let open = |write: bool, create: bool| {
-        OpenOptions::new()
-            .read(true)
-            .write(write)
-            .create_new(create)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-    };
+pub(crate) fn open_lock_file(dir: &File, name: &OsStr, mode: u32) -> io::Result<LockFile> {
+    let open =
+        |flags: libc::c_int| open_at(dir, name, flags | libc::O_NOFOLLOW | libc::O_NONBLOCK, mode);
     let opened = loop {
-        match open(true, false) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match open(true, true) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                other => break other.map(|f| (f, true, true)),
-            },
+        match open(libc::O_RDWR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match open(libc::O_RDWR | libc::O_CREAT | libc::O_EXCL) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    other => break other.map(|f| (f, true, true)),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                break open(false, false)
+                break open(libc::O_RDONLY)
                     .map(|f| (f, false, false))
                     .map_err(|fallback| match fallback.kind() {
                         io::ErrorKind::NotFound => e,
@@ -128,8 +162,7 @@ pub(crate) fn user_name(uid: u32) -> Option<String> {
 /// Whether the filesystem holding `dir` has no inodes left for unprivileged users, which is
 /// what an ENOSPC means when `df` still shows free space.
 pub(crate) fn out_of_inodes(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+    let Ok(c) = cstr(dir.as_os_str()) else {
         return false;
     };
     // SAFETY: an all-zero statvfs is a valid out-parameter.
@@ -141,8 +174,7 @@ pub(crate) fn out_of_inodes(dir: &Path) -> bool {
 
 /// Whether this process may create files in `dir` (the effective ids, as the kernel checks).
 pub(crate) fn may_write_dir(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+    let Ok(c) = cstr(dir.as_os_str()) else {
         return false;
     };
     // SAFETY: a NUL-terminated path.

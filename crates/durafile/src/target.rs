@@ -12,7 +12,9 @@
 //! refused link is [`Error::Refused`], naming the link and its owner, before any file is
 //! created. The resolved path has no links left, and durafile records the identity (device,
 //! inode) of the target's directory, which [`Target::open_dir`] checks again when the writer
-//! opens it, so a directory swapped for a link in between is refused too.
+//! opens it, so a directory swapped for a link in between is refused too. A writer then
+//! creates its lock and temp files, renames and fsyncs through that directory's descriptor
+//! (`openat`, `renameat`), never through the path again.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -47,6 +49,9 @@ pub(crate) struct Target {
     pub meta: Option<fs::Metadata>,
     /// The metadata of `dir` as the walk found it, `None` when it does not exist.
     pub dir_meta: Option<fs::Metadata>,
+    /// `dir`, opened and checked by [`Target::pin_dir`]: a writer creates, renames and syncs
+    /// through it.
+    pinned: Option<File>,
 }
 
 impl Target {
@@ -153,6 +158,7 @@ impl Target {
             name,
             meta,
             dir_meta,
+            pinned: None,
         })
     }
 
@@ -196,6 +202,23 @@ impl Target {
                     crate::error::quote(&self.dir)
                 ),
             )),
+        }
+    }
+
+    /// Opens the target's directory once for this target's life ([`Target::open_dir`]), so
+    /// that every later step works in the directory that was checked.
+    pub(crate) fn pin_dir(&mut self, step: Step) -> Result<()> {
+        if self.pinned.is_none() {
+            self.pinned = Some(self.open_dir(step)?);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the pinned directory, or on one opened and checked for the call.
+    pub(crate) fn with_dir<T>(&self, step: Step, f: impl FnOnce(&File) -> Result<T>) -> Result<T> {
+        match &self.pinned {
+            Some(dir) => f(dir),
+            None => f(&self.open_dir(step)?),
         }
     }
 

@@ -162,6 +162,36 @@ fn a_planted_directory_link_is_not_followed() {
     assert_eq!(snapshot(&l.shared), shared);
 }
 
+/// A directory on the path that another user owns is swapped for a link to /etc while root
+/// writes: the write still lands in the directory that was resolved and checked, because the
+/// temp file, the rename and the fsync go through its descriptor.
+#[test]
+fn a_directory_swapped_for_a_link_mid_write_does_not_redirect_it() {
+    use std::io::Write;
+    if !can_switch_users() {
+        return;
+    }
+    let l = layout();
+    let mdir = l.shared.join("m");
+    fs::create_dir(&mdir).unwrap();
+    chown(&mdir, Some(MALLORY), Some(MALLORY)).unwrap();
+    let mut file = durafile::AtomicFile::new(mdir.join("victim"), &Options::new()).unwrap();
+    file.write_all(b"root's new data").unwrap();
+    let etc = snapshot(&l.etc);
+    fs::rename(&mdir, l.shared.join("m.old")).unwrap();
+    plant_link(&l.etc, &mdir, MALLORY);
+    file.commit().unwrap();
+    assert_eq!(
+        snapshot(&l.etc),
+        etc,
+        "nothing was written into the link's target"
+    );
+    assert_eq!(
+        fs::read_to_string(l.shared.join("m.old/victim")).unwrap(),
+        "root's new data"
+    );
+}
+
 /// The rule refuses only what the kernel's protected_symlinks refuses: links owned by the
 /// follower or by the directory's owner still work.
 #[test]
