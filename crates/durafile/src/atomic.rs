@@ -12,12 +12,12 @@
 //! # How it works
 //!
 //! 1. Follow symlinks to the real file (a link stays a link), only where the kernel's
-//!    `protected_symlinks` rule would (see [`crate::target`]'s rules, applied on every system),
+//!    `protected_symlinks` rule would (applied on every system, in every path component),
 //!    and refuse anything that is not a regular file, durafile's own lock and temp files, and,
 //!    in a sticky shared directory, a file owned by someone else than the caller or the
 //!    directory's owner (the kernel's `protected_regular` rule).
-//! 2. Take the path's exclusive [lock](crate::lock), so durafile writers take turns, and remove
-//!    the temp file a killed previous holder left (it is recorded in the lock file).
+//! 2. Take the path's exclusive lock ([`crate::lock`]), so durafile writers take turns, and
+//!    remove the temp file a killed previous holder left (it is recorded in the lock file).
 //! 3. Check that the target's directory is still the one resolved (device and inode), then
 //!    create `.NAME.df-XXXXXXXXXX.tmp` in the target's own directory (a rename across
 //!    filesystems is not atomic) with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and mode 0600, and
@@ -152,6 +152,9 @@ impl AtomicFile {
     /// At [`Step::Resolve`] or [`Step::Inspect`] when the path does not lead to a regular file
     /// or a free name; at [`Step::Lock`] when the lock cannot be taken (see
     /// [`lock::acquire`]); at [`Step::CreateTemp`] when the directory refuses a new file.
+    /// [`Error::Refused`] for a link or file another user controls in a shared directory, and
+    /// [`Error::OwnFile`] for durafile's own lock and temp files (see the
+    /// README's threat model).
     ///
     /// # Security
     ///

@@ -230,7 +230,9 @@ pub fn lock_file_path(path: &Path) -> Result<PathBuf> {
 ///
 /// [`Error::LockTimeout`] when the wait ran out, [`Error::AlreadyLocked`] when this thread
 /// holds the lock already, and [`Error::Io`] at [`Step::Lock`] when the lock file cannot be
-/// opened or created (for instance when the directory does not exist or is not writable).
+/// opened or created (for instance when the directory does not exist or is not writable; the
+/// message names the lock file), and [`Error::Refused`] for a symlink the kernel would not
+/// follow or, in a sticky shared directory, a lock file another user owns.
 ///
 /// # Examples
 ///
@@ -605,6 +607,41 @@ mod tests {
         .unwrap();
         assert_eq!(other, (true, false));
         drop(shared);
+    }
+
+    #[test]
+    fn records_round_trip_and_ignore_an_older_longer_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("l"))
+            .unwrap();
+        assert_eq!(read_record(&file), None, "an empty lock file has no record");
+        let odd = OsStr::new(".a b\nc.df-0123456789.tmp");
+        write_record(&file, Some(odd)).unwrap();
+        let r = read_record(&file).unwrap();
+        assert_eq!((r.pid, r.temp.as_deref()), (std::process::id(), Some(odd)));
+        write_record(&file, None).unwrap();
+        assert_eq!(read_record(&file).unwrap().temp, None);
+        for junk in [
+            &b"durafile"[..],
+            b"flock 1 2 0 ",
+            b"durafile x 2 0 ",
+            b"durafile 1 2 9 abc",
+        ] {
+            assert_eq!(parse_record(junk), None);
+        }
+    }
+
+    #[test]
+    fn lock_mode_follows_the_data_files_write_bits() {
+        assert_eq!(lock_mode(0o644), 0o600);
+        assert_eq!(lock_mode(0o664), 0o660);
+        assert_eq!(lock_mode(0o666), 0o666);
+        assert_eq!(lock_mode(0o400), 0o600);
+        assert_eq!(lock_mode(0o602), 0o606);
     }
 
     #[test]

@@ -231,8 +231,8 @@ impl Target {
     }
 
     /// Whether a file owned by `uid` may be trusted in the target's directory: anywhere but a
-    /// shared (sticky, group- or world-writable) directory; there, when it is the caller's,
-    /// the directory owner's or, for files beside the target, the target owner's.
+    /// shared (sticky, group- or world-writable) directory; there, when it is the caller's or
+    /// the directory owner's (the kernel's `protected_regular` rule).
     pub(crate) fn trusts(&self, uid: u32) -> bool {
         !self.in_shared_dir()
             || uid == sys::euid()
