@@ -132,6 +132,37 @@ pub(crate) fn open_dir(dir: &Path) -> io::Result<File> {
         .open(dir)
 }
 
+/// Opens the directory `dir` if no symbolic link is on its path (Linux 5.6+ `openat2` with
+/// `RESOLVE_NO_SYMLINKS`: one call, checked by the kernel); `None` when there is one, the
+/// directory is missing, or the system cannot tell this way, and the caller walks the path.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_dir_without_links(dir: &Path) -> Option<File> {
+    use std::os::fd::FromRawFd;
+    let path = cstr(dir.as_os_str()).ok()?;
+    // SAFETY: all-zero is a valid `open_how` (no flags, no mode, no restriction).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a NUL-terminated path and a live `open_how` of the size given; a non-negative
+    // result is a new descriptor that only the `File` owns.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        );
+        (fd >= 0).then(|| File::from_raw_fd(fd as libc::c_int))
+    }
+}
+
+/// No kernel-checked link-free open elsewhere: the caller walks the path.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open_dir_without_links(_dir: &Path) -> Option<File> {
+    None
+}
+
 /// The effective uid, which the kernel's checks (fsuid) use.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid(2) cannot fail.

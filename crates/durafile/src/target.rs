@@ -62,6 +62,27 @@ impl Target {
                 path: given.to_path_buf(),
             });
         }
+        // The common case: no link in the directory part (the kernel checks it in one call),
+        // so only the last component can be one.
+        if let Some(dir) = given
+            .parent()
+            .and_then(|p| sys::open_dir_without_links(&dir_of(p)))
+        {
+            match fs::symlink_metadata(given) {
+                Ok(meta) if meta.file_type().is_symlink() => {}
+                Ok(meta) if !meta.is_file() => {
+                    return Err(Error::NotRegularFile {
+                        path: given.to_path_buf(),
+                        kind: kind_of(&meta),
+                    });
+                }
+                Ok(meta) => return Target::new(given, given.to_path_buf(), Some(meta), Some(dir)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Target::new(given, given.to_path_buf(), None, Some(dir));
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
         let mut todo: VecDeque<OsString> = VecDeque::new();
         push_front(&mut todo, given);
         let mut done = if given.is_absolute() {
@@ -91,7 +112,7 @@ impl Target {
             }
             let here = done.join(&part);
             if missing && last {
-                return Target::new(given, here, None);
+                return Target::new(given, here, None, None);
             } else if missing {
                 done = here;
                 continue;
@@ -101,7 +122,7 @@ impl Target {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     missing = true;
                     if last {
-                        return Target::new(given, here, None);
+                        return Target::new(given, here, None, None);
                     }
                     done = here;
                     continue;
@@ -126,7 +147,7 @@ impl Target {
                         kind: kind_of(&meta),
                     });
                 }
-                return Target::new(given, here, Some(meta));
+                return Target::new(given, here, Some(meta), None);
             } else if meta.is_dir() {
                 done = here;
             } else {
@@ -139,14 +160,23 @@ impl Target {
         })
     }
 
-    fn new(given: &Path, path: PathBuf, meta: Option<fs::Metadata>) -> Result<Target> {
+    /// The target at `path` (link-free), with its directory when it is already open.
+    fn new(
+        given: &Path,
+        path: PathBuf,
+        meta: Option<fs::Metadata>,
+        pinned: Option<File>,
+    ) -> Result<Target> {
         let Some(name) = path.file_name().map(OsString::from) else {
             return Err(Error::NoFileName {
                 path: given.to_path_buf(),
             });
         };
         let dir = dir_of(path.parent().unwrap_or(Path::new("")));
-        let dir_meta = match fs::symlink_metadata(&dir) {
+        let dir_meta = match pinned
+            .as_ref()
+            .map_or_else(|| fs::symlink_metadata(&dir), File::metadata)
+        {
             Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(Step::Resolve, given, e)),
@@ -158,7 +188,7 @@ impl Target {
             name,
             meta,
             dir_meta,
-            pinned: None,
+            pinned,
         })
     }
 
