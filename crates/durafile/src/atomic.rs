@@ -625,7 +625,10 @@ fn create_recorded_temp(
 /// and an ordinary user's rename would fail with a bare EPERM).
 fn check_target(target: &Target) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    if names::is_own_name(&target.name) {
+    // The name given counts as much as the name resolved: `.x.lock` is a lock file's name
+    // even when a link makes it point elsewhere.
+    let given = target.given.file_name().unwrap_or_default();
+    if names::is_own_name(&target.name) || names::is_own_name(given) {
         return Err(Error::OwnFile {
             path: target.given.clone(),
         });

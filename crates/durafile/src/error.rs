@@ -503,7 +503,7 @@ impl fmt::Display for Quoted<'_> {
 }
 
 /// A uid as messages show it: `uid 1001 (mallory)`.
-struct Owner(u32);
+pub(crate) struct Owner(pub u32);
 
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

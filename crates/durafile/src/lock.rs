@@ -69,7 +69,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::error::{Error, Result, Step, quote};
+use crate::error::{Error, Owner, Result, Step, quote};
 use crate::names;
 use crate::sys;
 use crate::target::Target;
@@ -386,8 +386,8 @@ fn lock_file_error(target: &Target, lock_file: &Path, e: io::Error) -> Error {
         ),
         Some(libc::EACCES | libc::EPERM) => match fs::symlink_metadata(lock_file) {
             Ok(m) => format!(
-                "the lock file {shown} (owned by uid {}, mode {:04o}) may not be opened by this user: only those who may write the data file can take its lock; ask its owner",
-                m.uid(),
+                "the lock file {shown} (owned by {}, mode {:04o}) may not be opened by this user: only those who may write the data file can take its lock; ask its owner",
+                Owner(m.uid()),
                 m.mode() & 0o7777
             ),
             Err(_) => return Error::io_in(Step::Lock, &target.given, &target.dir, e),

@@ -376,7 +376,6 @@ fn durafiles_own_files_are_refused_as_targets() {
     durafile::write(&data, "{}", &Options::new()).unwrap();
     let long = dir.path().join("l".repeat(252));
     durafile::write(&long, "{}", &Options::new()).unwrap();
-    let before = snapshot(dir.path());
     let mut own: Vec<PathBuf> = common::names(dir.path())
         .into_iter()
         .filter(|n| n.to_string_lossy().ends_with(".lock"))
@@ -384,11 +383,22 @@ fn durafiles_own_files_are_refused_as_targets() {
         .collect();
     assert_eq!(own.len(), 2, "{own:?}");
     own.push(dir.path().join(".x.json.df-ABCDEFGHIJ.tmp"));
+    // A link with a lock file's name is refused too, whatever it points to.
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::write(elsewhere.path().join("kept"), "kept").unwrap();
+    symlink(elsewhere.path().join("kept"), dir.path().join(".y.lock")).unwrap();
+    let before = snapshot(dir.path());
+    own.push(dir.path().join(".y.lock"));
     for path in &own {
         let msg = err_text(durafile::write(path, "{}", &Options::new()));
         assert!(msg.contains("durafile"), "{msg}");
     }
     assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(
+        fs::read_to_string(elsewhere.path().join("kept")).unwrap(),
+        "kept"
+    );
+    assert_eq!(common::names(elsewhere.path()), ["kept"]);
 }
 
 // ---- item 18: errors that say what happened -------------------------------------------------
