@@ -267,6 +267,28 @@ fn a_user_who_may_only_read_cannot_open_the_lock_file() {
     assert_eq!(fs::metadata(&lock).unwrap().mode() & 0o7777, 0o660);
 }
 
+/// In a sticky shared directory anyone may create a data file's lock file first, to hold it
+/// forever: durafile refuses a lock file there that neither the caller, the data file's owner
+/// nor the directory's owner owns, and says whose it is, instead of waiting on it.
+#[test]
+fn a_lock_file_planted_in_a_sticky_directory_is_refused() {
+    if !can_switch_users() {
+        return;
+    }
+    let l = layout();
+    let lock = l.shared.join(".job.json.lock");
+    fs::write(&lock, "").unwrap();
+    chown(&lock, Some(MALLORY), Some(MALLORY)).unwrap();
+    fs::set_permissions(&lock, fs::Permissions::from_mode(0o666)).unwrap();
+    let before = snapshot(&l.base);
+    let msg = write_as(ALICE, &l.shared.join("job.json"), "alice's").unwrap_err();
+    assert!(
+        msg.contains(".job.json.lock") && msg.contains("4001"),
+        "{msg}"
+    );
+    assert_eq!(snapshot(&l.base), before);
+}
+
 #[test]
 fn an_over_permissive_lock_file_of_ours_is_tightened() {
     let dir = tempfile::tempdir().unwrap();
