@@ -309,18 +309,24 @@ pub(crate) fn lock_target(
                 reason: "in a sticky shared directory another user's lock file is one they can hold forever; durafile uses only lock files owned by you, the data file's owner or the directory's owner (remove it if nobody should have it)",
             });
         }
-        if opened.created {
-            // The umask must not narrow it below what the data file's writers need, and its
-            // owner and group are the data file's.
-            file.set_permissions(fs::Permissions::from_mode(perms))
-                .and_then(|()| match &target.meta {
-                    Some(m) => sys::copy_owner(&file, m),
-                    None => Ok(()),
-                })
-                .map_err(lock_err)?;
-        } else if meta.uid() == sys::euid() && meta.mode() & 0o777 & !perms != 0 {
-            file.set_permissions(fs::Permissions::from_mode(meta.mode() & perms & 0o7777))
-                .map_err(lock_err)?;
+        if opened.created || meta.uid() == sys::euid() {
+            // Ours to fix: its owner and group are the data file's (a lock file root made
+            // for another user's file must not lock that user out), and its mode is what the
+            // data file's writers need; the umask must not narrow a new one below that, and
+            // an existing one is only ever narrowed.
+            let mode = match opened.created {
+                true => perms,
+                false => meta.mode() & perms & 0o7777,
+            };
+            match &target.meta {
+                Some(m) => sys::copy_owner(&file, m),
+                None => Ok(()),
+            }
+            .and_then(|()| match mode == meta.mode() & 0o7777 {
+                true => Ok(()),
+                false => file.set_permissions(fs::Permissions::from_mode(mode)),
+            })
+            .map_err(lock_err)?;
         }
         let id = sys::file_id(&meta);
         let me = thread::current().id();

@@ -260,6 +260,16 @@ fn a_user_who_may_only_read_cannot_open_the_lock_file() {
     );
     let msg = said(child).unwrap_err();
     assert!(msg.contains(".alice.json.lock"), "{msg}");
+    // A lock file root made for alice's file before this rule (root's, 0644) becomes hers.
+    fs::remove_file(&lock).unwrap();
+    fs::write(&lock, "").unwrap();
+    fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
+    durafile::write(&data, "{\"n\":1}", &Options::new()).unwrap();
+    let meta = fs::metadata(&lock).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (ALICE, GROUP, 0o600)
+    );
     // Group writers may lock it.
     fs::set_permissions(&data, fs::Permissions::from_mode(0o664)).unwrap();
     fs::remove_file(&lock).unwrap();
