@@ -286,10 +286,33 @@ impl WriteArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    durafile::lock::on_wait(waiting);
     match run(cli.command) {
         Ok(code) => code,
         Err(failure) => failure.report(),
     }
+}
+
+/// Says who a lock wait is for, once it has lasted a second: a silent wait looks like a hang.
+fn waiting(w: &durafile::lock::Waiting<'_>) {
+    let mut held = String::new();
+    if let Some(age) = w.held_since.and_then(|t| t.elapsed().ok()) {
+        held.push_str(&format!("held since {} s ago", age.as_secs()));
+    }
+    if let Some(pid) = w.holder_pid {
+        let sep = if held.is_empty() { "held" } else { "" };
+        held.push_str(&format!("{sep} by pid {pid}"));
+    }
+    if held.is_empty() {
+        held = format!(
+            "held elsewhere; `fuser {}` names the holder",
+            durafile::error::quote(w.lock_file)
+        );
+    }
+    eprintln!(
+        "durafile: waiting for the lock on {} ({held})",
+        durafile::error::quote(w.path)
+    );
 }
 
 fn run(cmd: Cmd) -> Result<ExitCode, Failure> {

@@ -60,6 +60,17 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         .unwrap_or_else(|| PathBuf::from(format!("durafile-torture-{}", std::process::id())));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::new(format!("torture: create directory {}: {e}", dir.display())))?;
+    // Its writers replace and recovery deletes files by name there: never in a user's files.
+    let empty = std::fs::read_dir(&dir)
+        .map_err(|e| Failure::new(format!("torture: list directory {}: {e}", dir.display())))?
+        .next()
+        .is_none();
+    if !empty {
+        return Err(Failure::new(format!(
+            "torture: directory {} is not empty; torture overwrites and deletes files in it, so give it a new or empty directory",
+            durafile::error::quote(&dir)
+        )));
+    }
     let exe = std::env::current_exe()
         .map_err(|e| Failure::new(format!("torture: find this program: {e}")))?;
     let processes = args.processes.max(2);

@@ -11,10 +11,15 @@
 //!
 //! # How it works
 //!
-//! 1. Follow symlinks to the real file (a link stays a link) and refuse anything that is not
-//!    a regular file.
-//! 2. Take the path's exclusive [lock](crate::lock), so durafile writers take turns.
-//! 3. Create `.NAME.df-XXXXXXXXXX.tmp` in the target's own directory (a rename across
+//! 1. Follow symlinks to the real file (a link stays a link), only where the kernel's
+//!    `protected_symlinks` rule would (applied on every system, in every path component),
+//!    and refuse anything that is not a regular file, durafile's own lock and temp files, and,
+//!    in a sticky shared directory, a file owned by someone else than the caller or the
+//!    directory's owner (the kernel's `protected_regular` rule).
+//! 2. Take the path's exclusive lock ([`crate::lock`]), so durafile writers take turns, and
+//!    remove the temp file a killed previous holder left (it is recorded in the lock file).
+//! 3. Check that the target's directory is still the one resolved (device and inode), then
+//!    create `.NAME.df-XXXXXXXXXX.tmp` in the target's own directory (a rename across
 //!    filesystems is not atomic) with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and mode 0600, and
 //!    hold a flock on it, which tells [`crate::recover::clean_orphans`] that a live writer
 //!    owns it.
@@ -22,7 +27,10 @@
 //!    levels that fsync, writeback of each 8 MiB written starts at once (Linux
 //!    `sync_file_range`), so the fsync at commit finds little left to do; with a checksum,
 //!    large pieces are hashed on a second thread while they are written.
-//! 5. Give the temp file the target's owner and group (where the process may) and mode.
+//! 5. Give the temp file the target's owner and group (where the process may) and mode, without
+//!    the setuid, setgid and sticky bits unless [`Options::mode`] asks for them: a replace
+//!    is new content, which must not inherit the old program's privileges (an in-place write
+//!    by another user clears them too).
 //! 6. fsync it (`F_FULLFSYNC` on macOS), unless the level is [`Durability::None`].
 //! 7. Rename it over the target, only if every step before succeeded.
 //! 8. fsync the directory, for [`Durability::Full`].
@@ -144,6 +152,9 @@ impl AtomicFile {
     /// At [`Step::Resolve`] or [`Step::Inspect`] when the path does not lead to a regular file
     /// or a free name; at [`Step::Lock`] when the lock cannot be taken (see
     /// [`lock::acquire`]); at [`Step::CreateTemp`] when the directory refuses a new file.
+    /// [`Error::Refused`] for a link or file another user controls in a shared directory, and
+    /// [`Error::OwnFile`] for durafile's own lock and temp files (see the
+    /// README's threat model).
     ///
     /// # Security
     ///
@@ -151,6 +162,8 @@ impl AtomicFile {
     /// readable by its owner only until the commit gives it its final mode.
     pub fn new(path: impl AsRef<Path>, opts: &Options) -> Result<AtomicFile> {
         let target = Target::resolve(path.as_ref())?;
+        // Refuse before the lock file is made: nothing is created beside a refused target.
+        check_target(&target)?;
         let lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
         AtomicFile::create(target, opts, Some(lock))
     }
@@ -171,11 +184,28 @@ impl AtomicFile {
         // Read the target's mode and owner under the lock: a writer that went before us may
         // have replaced it since we resolved the path.
         target.refresh()?;
+        check_target(&target)?;
         let mode = match (opts.get_mode(), &target.meta) {
             (Some(mode), _) => mode,
-            (None, Some(meta)) => meta.permissions().mode() & 0o7777,
+            (None, Some(meta)) => meta.permissions().mode() & 0o777,
             (None, None) => 0o666 & !sys::umask(),
         };
+        let sidecar = checksum::sidecar_name(&target.name);
+        if opts.get_checksum() && sidecar.len() > names::NAME_MAX {
+            return Err(Error::io_advised(
+                Step::ChecksumBegin,
+                &target.given,
+                io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+                format!(
+                    "its checksum file would be named {} bytes long, more than a file name may have ({}); shorten the name or write it without checksums",
+                    sidecar.len(),
+                    names::NAME_MAX
+                ),
+            ));
+        }
+        // Pin the directory we resolved: a directory swapped for a link since is refused, and
+        // one swapped later is not followed.
+        target.pin_dir(Step::CreateTemp)?;
         let checksum = match checksum::read_sidecar(&target) {
             Ok(Some(listed)) => Some(Some(listed)),
             Ok(None) => opts.get_checksum().then_some(None),
@@ -187,7 +217,17 @@ impl AtomicFile {
             hasher: Hasher::default(),
             old,
         });
-        let (file, temp) = create_temp(&target, &target.name)?;
+        // Recorded before it exists, so that a writer killed at any instant after its creation
+        // leaves an orphan the next holder finds.
+        if let Some(lock) = &lock {
+            lock.remove_dead_temp(&target);
+        }
+        let record = |name: &OsStr| {
+            if let Some(lock) = &lock {
+                lock.record_temp(name);
+            }
+        };
+        let (file, temp) = create_recorded_temp(&target, &target.name, record)?;
         Ok(AtomicFile {
             target,
             temp,
@@ -319,7 +359,9 @@ impl AtomicFile {
         let sync = self.durability != Durability::None;
         checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode)?;
         if sync && sync_dir {
-            sys::sync_dir(&self.target.dir).map_err(self.at(Step::ChecksumBegin))?;
+            self.target.with_dir(Step::ChecksumBegin, |dir| {
+                dir.sync_all().map_err(self.at(Step::ChecksumBegin))
+            })?;
         }
         Ok(Some((old, new)))
     }
@@ -369,7 +411,7 @@ impl AtomicFile {
     }
 
     fn at(&self, step: Step) -> impl Fn(io::Error) -> Error + '_ {
-        move |e| Error::io(step, &self.target.given, e)
+        move |e| Error::io_in(step, &self.target.given, &self.target.dir, e)
     }
 }
 
@@ -483,13 +525,17 @@ impl Staged {
     /// temp file removed (when the `Staged` is dropped).
     pub(crate) fn publish(&mut self) -> Result<()> {
         let f = &mut self.file;
-        if let Err(e) = fault::point("durafile::before_rename")
-            .and_then(|()| fs::rename(&f.temp, &f.target.resolved))
-        {
+        let temp_name = f.temp.file_name().unwrap_or_default();
+        let renamed = f.target.with_dir(Step::Rename, |dir| {
+            fault::point("durafile::before_rename")
+                .and_then(|()| sys::rename_at(dir, temp_name, &f.target.name))
+                .map_err(f.at(Step::Rename))
+        });
+        if let Err(e) = renamed {
             if let Some((old, _)) = &self.pair {
                 f.restore_sidecar(old);
             }
-            return Err(f.at(Step::Rename)(e));
+            return Err(e);
         }
         f.temp_pending = false;
         Ok(())
@@ -508,9 +554,12 @@ impl Staged {
 
     /// fsync of the directory after the rename.
     pub(crate) fn sync_dir(&self) -> Result<()> {
-        fault::point("durafile::before_sync_dir")
-            .and_then(|()| sys::sync_dir(self.dir()))
-            .map_err(self.file.at(Step::SyncDir))
+        let f = &self.file;
+        f.target.with_dir(Step::SyncDir, |dir| {
+            fault::point("durafile::before_sync_dir")
+                .and_then(|()| dir.sync_all())
+                .map_err(f.at(Step::SyncDir))
+        })
     }
 
     /// The second half of the pair protocol: the sidecar lists the new digest only.
@@ -529,10 +578,24 @@ impl Staged {
 /// Creates and flocks a fresh temp file for `name` (the target's or its sidecar's) in the
 /// target's directory.
 pub(crate) fn create_temp(target: &Target, name: &OsStr) -> Result<(File, PathBuf)> {
-    let fail = |e| Error::io(Step::CreateTemp, &target.given, e);
+    create_recorded_temp(target, name, |_| {})
+}
+
+/// [`create_temp`], telling `record` each name before it is created.
+fn create_recorded_temp(
+    target: &Target,
+    name: &OsStr,
+    record: impl Fn(&OsStr),
+) -> Result<(File, PathBuf)> {
+    let fail = |e| Error::io_in(Step::CreateTemp, &target.given, &target.dir, e);
     for _ in 0..CREATE_ATTEMPTS {
-        let temp = target.sibling(names::temp_name(name));
-        let file = match sys::create_private(&temp) {
+        let temp_name = names::temp_name(name);
+        record(&temp_name);
+        let created = target.with_dir(Step::CreateTemp, |dir| {
+            Ok(sys::create_private(dir, &temp_name))
+        })?;
+        let temp = target.sibling(temp_name);
+        let file = match created {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(fail(e)),
@@ -554,6 +617,33 @@ pub(crate) fn create_temp(target: &Target, name: &OsStr) -> Result<(File, PathBu
         io::ErrorKind::AlreadyExists,
         "every temp name tried was taken",
     )))
+}
+
+/// Refuses targets no writer should replace: durafile's own lock and temp files, and in a
+/// sticky shared directory a file that neither the caller nor the directory's owner owns
+/// (the kernel's `protected_regular` rule: root would put its data into another user's file,
+/// and an ordinary user's rename would fail with a bare EPERM).
+fn check_target(target: &Target) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // The name given counts as much as the name resolved: `.x.lock` is a lock file's name
+    // even when a link makes it point elsewhere.
+    let given = target.given.file_name().unwrap_or_default();
+    if names::is_own_name(&target.name) || names::is_own_name(given) {
+        return Err(Error::OwnFile {
+            path: target.given.clone(),
+        });
+    }
+    match &target.meta {
+        Some(meta) if !target.trusts(meta.uid()) => Err(Error::Refused {
+            step: Step::Inspect,
+            path: target.given.clone(),
+            file: target.resolved.clone(),
+            what: "to replace",
+            owner: meta.uid(),
+            reason: "in a sticky shared directory only a file's owner or the directory's owner may replace it, as the kernel's protected_regular rule and the sticky bit say; ask its owner, or write another name",
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `io::Error` is not `Clone`; keep the OS error code when there is one.

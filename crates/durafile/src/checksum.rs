@@ -230,6 +230,8 @@ pub(crate) fn read_sidecar(target: &Target) -> Result<Option<Vec<Digest>>> {
     let text = match fs::read(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // A name too long for a sidecar has none.
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => return Ok(None),
         Err(e) => return Err(Error::io(Step::Verify, &target.given, e)),
     };
     parse_sidecar(&text, &target.name)

@@ -124,7 +124,7 @@ impl fmt::Display for Step {
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system call failed at `step`.
-    #[error("{} {}: {}{}", step, path.display(), source, Hint(*step, source))]
+    #[error("{} {}: {}{}", step, quote(path), source, Hint(*step, source, advice.as_deref()))]
     Io {
         /// The step that failed.
         step: Step,
@@ -133,12 +133,52 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: io::Error,
+        /// What to do, when durafile knows more about the cause than the error code says
+        /// (which file is another user's, which limit ran out).
+        advice: Option<String>,
+    },
+
+    /// durafile refused to use a file that another user controls in a shared directory: a
+    /// symbolic link the kernel's `protected_symlinks` rule would not follow, a file that
+    /// `protected_regular` would not let it write, or a lock file it cannot trust. Applied
+    /// whatever the sysctls say, and on systems that have none.
+    #[error(
+        "{} {}: refusing {what} {} owned by {}: {reason} (nothing was changed)",
+        step,
+        quote(path),
+        quote(file),
+        Owner(*owner)
+    )]
+    Refused {
+        /// The step that refused.
+        step: Step,
+        /// The path the operation was about, as given.
+        path: PathBuf,
+        /// The link or file that was refused.
+        file: PathBuf,
+        /// What `file` is: "to follow the symbolic link", "to replace", "the lock file".
+        what: &'static str,
+        /// The uid that owns `file`.
+        owner: u32,
+        /// Why it is refused, and what to do.
+        reason: &'static str,
+    },
+
+    /// The target is one of durafile's own files (a lock or temp file beside another file):
+    /// replacing a lock file would let two writers hold "the" lock at once.
+    #[error(
+        "write {}: this is a durafile lock or temp file, not a data file; durafile does not replace its own files (nothing was changed)",
+        quote(path)
+    )]
+    OwnFile {
+        /// The path as given.
+        path: PathBuf,
     },
 
     /// The target exists and is not a regular file (or a symlink to one).
     #[error(
         "inspect {}: it is a {kind}, not a regular file (durafile only replaces regular files; nothing was changed)",
-        path.display()
+        quote(path)
     )]
     NotRegularFile {
         /// The path, after following symbolic links.
@@ -148,7 +188,7 @@ pub enum Error {
     },
 
     /// A path that names no file, such as `/` or `dir/..`.
-    #[error("resolve {}: the path does not name a file", path.display())]
+    #[error("resolve {}: the path does not name a file", quote(path))]
     NoFileName {
         /// The path as given.
         path: PathBuf,
@@ -157,9 +197,9 @@ pub enum Error {
     /// The lock was not acquired within the timeout.
     #[error(
         "lock {}: still held elsewhere after {:.1?} (retry later, or find the holder with `fuser {}`)",
-        path.display(),
+        quote(path),
         waited,
-        lock_file.display()
+        quote(lock_file)
     )]
     LockTimeout {
         /// The data file whose lock was wanted.
@@ -174,7 +214,7 @@ pub enum Error {
     /// outside durafile, or the disk corrupted it.
     #[error(
         "verify {}: content does not match its checksum (expected {}, found {}): it was changed outside durafile or is corrupt (restore it from a backup; `durafile recover` lists every damaged file)",
-        path.display(),
+        quote(path),
         expected.join(" or "),
         actual
     )]
@@ -190,8 +230,8 @@ pub enum Error {
     /// Checksums are required ([`crate::Options::checksum`]) and the file has no sidecar.
     #[error(
         "verify {}: checksums are required and {} is missing (restore it, or rewrite the file with checksums on)",
-        path.display(),
-        sidecar.display()
+        quote(path),
+        quote(sidecar)
     )]
     MissingChecksum {
         /// The data file.
@@ -203,8 +243,8 @@ pub enum Error {
     /// The checksum sidecar is not in `sha256sum` format for this file.
     #[error(
         "verify {}: the checksum file {} is malformed: {reason} (restore it, or delete it and rewrite the data with checksums on)",
-        path.display(),
-        sidecar.display()
+        quote(path),
+        quote(sidecar)
     )]
     BadChecksumFile {
         /// The data file.
@@ -218,7 +258,7 @@ pub enum Error {
     /// The file is not valid JSON, or not JSON of the expected shape.
     #[error(
         "parse {}: {source} (fix or restore the file; durafile wrote it whole, so this content came from elsewhere or from an older program version)",
-        path.display()
+        quote(path)
     )]
     InvalidJson {
         /// The file.
@@ -230,7 +270,7 @@ pub enum Error {
     },
 
     /// The value could not be serialised to JSON (for instance a map with non-string keys).
-    #[error("serialize {}: {source} (the target is unchanged)", path.display())]
+    #[error("serialize {}: {source} (the target is unchanged)", quote(path))]
     Serialize {
         /// The file that was to be written.
         path: PathBuf,
@@ -252,7 +292,7 @@ pub enum Error {
     /// No generation of the state could be loaded: every one failed to read, verify or parse.
     #[error(
         "load state in {}: no generation loads; newest failure: {newest} (restore the directory from a backup)",
-        dir.display()
+        quote(dir)
     )]
     NoGoodState {
         /// The state directory.
@@ -265,7 +305,7 @@ pub enum Error {
     /// changed: every document is still at its old version.
     #[error(
         "migrate {}: {reason} (this migration changed no document)",
-        path.display()
+        quote(path)
     )]
     Migration {
         /// The document.
@@ -277,7 +317,7 @@ pub enum Error {
     /// The calling thread already holds the lock on this path; taking it again would deadlock.
     #[error(
         "lock {}: this thread already holds this file's lock, and taking it again would deadlock (use the guard you hold)",
-        path.display()
+        quote(path)
     )]
     AlreadyLocked {
         /// The data file whose lock is already held.
@@ -287,17 +327,70 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(step: Step, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        let path = path.into();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Error::io_in(step, path, &dir, source)
+    }
+
+    /// [`Error::io`] for a failure in `dir` (the target's real directory), which decides the
+    /// advice for an ENOSPC (no inodes left, or no space) and an EACCES (the directory is not
+    /// writable, or something else is refused).
+    pub(crate) fn io_in(
+        step: Step,
+        path: impl Into<PathBuf>,
+        dir: &Path,
+        source: io::Error,
+    ) -> Error {
+        let advice = match source.raw_os_error() {
+            Some(libc::ENOSPC) if crate::sys::out_of_inodes(dir) => Some(format!(
+                "the filesystem of {} has no free inodes left (see `df -i`; bytes may remain): delete files there and retry",
+                quote(dir)
+            )),
+            Some(libc::EACCES | libc::EPERM)
+                if matches!(step, Step::Lock | Step::CreateTemp | Step::Rename) =>
+            {
+                Some(if crate::sys::may_write_dir(dir) {
+                    "check the permissions of the files beside the target".to_owned()
+                } else {
+                    format!(
+                        "the directory {} must be writable by this user: a durable replace creates files beside the target",
+                        quote(dir)
+                    )
+                })
+            }
+            _ => None,
+        };
         Error::Io {
             step,
             path: path.into(),
             source,
+            advice,
+        }
+    }
+
+    /// An [`Error::Io`] whose advice durafile worked out at the failure.
+    pub(crate) fn io_advised(
+        step: Step,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+        advice: String,
+    ) -> Error {
+        Error::Io {
+            step,
+            path: path.into(),
+            source,
+            advice: Some(advice),
         }
     }
 
     /// The step that failed, for errors that happen at one.
     pub fn step(&self) -> Option<Step> {
         match self {
-            Error::Io { step, .. } => Some(*step),
+            Error::Io { step, .. } | Error::Refused { step, .. } => Some(*step),
+            Error::OwnFile { .. } => Some(Step::Resolve),
             Error::NotRegularFile { .. } => Some(Step::Inspect),
             Error::NoFileName { .. } => Some(Step::Resolve),
             Error::LockTimeout { .. } | Error::AlreadyLocked { .. } => Some(Step::Lock),
@@ -316,6 +409,8 @@ impl Error {
     pub fn path(&self) -> &Path {
         match self {
             Error::Io { path, .. }
+            | Error::Refused { path, .. }
+            | Error::OwnFile { path }
             | Error::NotRegularFile { path, .. }
             | Error::NoFileName { path }
             | Error::LockTimeout { path, .. }
@@ -353,6 +448,8 @@ impl From<Error> for io::Error {
         let kind = match &err {
             Error::Io { source, .. } => source.kind(),
             Error::NotRegularFile { .. } => io::ErrorKind::InvalidInput,
+            Error::Refused { .. } => io::ErrorKind::PermissionDenied,
+            Error::OwnFile { .. } => io::ErrorKind::InvalidInput,
             Error::NoFileName { .. } => io::ErrorKind::InvalidInput,
             Error::LockTimeout { .. } => io::ErrorKind::TimedOut,
             Error::AlreadyLocked { .. } => io::ErrorKind::Deadlock,
@@ -368,21 +465,67 @@ impl From<Error> for io::Error {
     }
 }
 
+/// A path as messages show it: as is when it is plain printable text, else quoted and
+/// escaped like a Rust string (`"a\nb"`, `"\u{1b}[31m"`, `"\xff"`), so that another user's
+/// file name cannot put newlines or terminal escape sequences on the screen.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use durafile::error::quote;
+///
+/// assert_eq!(quote(Path::new("/data/state.json")).to_string(), "/data/state.json");
+/// assert_eq!(quote(Path::new("a b\n\x1b[2J")).to_string(), r#""a b\n\u{1b}[2J""#);
+/// ```
+pub fn quote(path: &Path) -> Quoted<'_> {
+    Quoted(path)
+}
+
+/// A path formatted by [`quote`].
+#[derive(Debug, Clone, Copy)]
+pub struct Quoted<'a>(&'a Path);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = |c: char| {
+            !c.is_control()
+                && !c.is_whitespace()
+                && !matches!(c, '"' | '\'' | '\\' | '`' | '$')
+                // Bidirectional and zero-width format characters reorder or hide text.
+                && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        };
+        match self.0.to_str() {
+            Some(s) if !s.is_empty() && s.chars().all(plain) => f.write_str(s),
+            _ => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// A uid as messages show it: `uid 1001 (mallory)`.
+pub(crate) struct Owner(pub u32);
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match crate::sys::user_name(self.0) {
+            Some(name) => write!(f, "uid {} ({})", self.0, quote(Path::new(&name))),
+            None => write!(f, "uid {}", self.0),
+        }
+    }
+}
+
 /// The actionable advice for an OS error at a step, with the state the failure left behind.
-struct Hint<'a>(Step, &'a io::Error);
+struct Hint<'a>(Step, &'a io::Error, Option<&'a str>);
 
 impl fmt::Display for Hint<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Hint(step, err) = *self;
-        let advice = err.raw_os_error().and_then(|code| match code {
+        let Hint(step, err, known) = *self;
+        let advice = known.or_else(|| err.raw_os_error().and_then(|code| match code {
             libc::ENOSPC => Some("free space on that filesystem and retry"),
-            libc::EDQUOT => Some("the disk quota is exhausted; free space or raise the quota"),
-            libc::EACCES | libc::EPERM => Some(match step {
-                Step::Lock | Step::CreateTemp | Step::Rename => {
-                    "the directory must be writable by this user: a durable replace creates files beside the target"
-                }
-                _ => "check the file's and directory's permissions",
-            }),
+            libc::EDQUOT => Some(
+                "the disk quota (blocks or inodes) is exhausted; free space or raise the quota (see `quota -s`)",
+            ),
+            libc::EACCES | libc::EPERM => Some("check the file's and directory's permissions"),
             libc::EROFS => Some("the filesystem is mounted read-only"),
             libc::EIO => Some("the device reported an I/O error; check the disk and the kernel log"),
             libc::ENOENT if step == Step::Lock || step == Step::CreateTemp => {
@@ -394,7 +537,7 @@ impl fmt::Display for Hint<'_> {
             libc::EMFILE | libc::ENFILE => Some("too many open files; raise the limit (ulimit -n)"),
             libc::ENOLCK => Some("this filesystem does not support file locks"),
             _ => None,
-        });
+        }));
         let state = if step == Step::SyncDir {
             Some(
                 "the new content is in place but its durability is unknown: it may not survive a power loss",
@@ -426,7 +569,10 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("write /data/state.json: "), "{msg}");
         assert!(msg.contains("os error 28"), "{msg}");
-        assert!(msg.contains("free space"), "{msg}");
+        assert!(
+            msg.contains("free space") || msg.contains("inodes"),
+            "{msg}"
+        );
         assert!(msg.contains("the target is unchanged"), "{msg}");
         assert!(err.target_untouched());
     }

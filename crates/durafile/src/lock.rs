@@ -21,6 +21,30 @@
 //! After locking, durafile checks that the lock file is still linked under its name (someone
 //! outside durafile may have deleted it); if not, it starts over on the new file.
 //!
+//! # Who can block whom
+//!
+//! `flock` needs only an open descriptor, and reading is enough to open one: whoever can open
+//! the lock file can hold the lock forever. So the lock file gets no more access than writing
+//! the data needs: read and write for each class (owner, group, others) that may write the data
+//! file, nothing for the others (its owner always keeps read and write). A user who may only
+//! read `NAME` cannot open `.NAME.lock`, and so cannot block its writers; in exchange such a
+//! user cannot take the shared lock either (a plain [`read`](crate::read()) needs none). The lock
+//! file takes the data file's owner and group (where the process may give files away). An
+//! existing lock file of ours that grants more is narrowed; durafile never widens one.
+//!
+//! Who can block a writer, then: the data file's other writers (as they must, to take turns),
+//! root, and, in a directory where they may create files, anyone who creates the lock file's
+//! name before the data file's owner does. In a sticky shared directory (like `/tmp`) durafile
+//! refuses a lock file owned by anyone but the caller, the data file's owner or the
+//! directory's owner ([`Error::Refused`]), instead of waiting on it.
+//!
+//! An exclusive holder records its pid, the time it took the lock and the name of its temp
+//! file in the lock file (one short line, rewritten in place). The next exclusive holder
+//! removes that temp file if its writer died (it is a temp name of this target, owned by the
+//! caller or the data file's owner, and nobody holds a flock on it): a crash-looping writer
+//! leaves at most one orphan, without a directory scan. A waiter reads the line to say since
+//! when the lock is held ([`on_wait`]).
+//!
 //! The lock is the same one util-linux `flock(1)` takes on the lock file, so shell scripts can
 //! join in: `flock dir/.NAME.lock CMD` excludes durafile writers of `dir/NAME`.
 //!
@@ -35,14 +59,17 @@
 //! - On NFS, flock is emulated with byte-range locks and needs the lock file to be writable;
 //!   some network mounts have no locking at all and fail with ENOLCK.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, TryLockError};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::error::{Error, Result, Step};
+use crate::error::{Error, Owner, Result, Step, quote};
 use crate::names;
 use crate::sys;
 use crate::target::Target;
@@ -82,6 +109,9 @@ pub struct FileLock {
     id: (u64, u64),
     /// The thread that took the lock: the guard may be dropped on another one.
     owner: ThreadId,
+    /// Whether this guard writes the holder's record into the lock file (an exclusive lock
+    /// on a lock file opened for writing).
+    records: bool,
 }
 
 impl std::os::fd::AsFd for FileLock {
@@ -102,6 +132,64 @@ impl FileLock {
     pub fn lock_file(&self) -> &Path {
         &self.lock_file
     }
+
+    /// Records in the lock file the temp file this holder is writing, for the next holder to
+    /// remove if this process dies (see the module docs). Best effort: without the record an
+    /// orphan is still found by [`crate::recover`].
+    pub(crate) fn record_temp(&self, temp: &OsStr) {
+        if self.records {
+            let _ = write_record(&self._file, Some(temp));
+        }
+    }
+
+    /// Removes the temp file of `target` that the lock file records, if its writer is dead
+    /// (see [`remove_dead_temp`]). For a writer about to make its own.
+    pub(crate) fn remove_dead_temp(&self, target: &Target) {
+        if self.records {
+            remove_dead_temp(target, &self._file);
+        }
+    }
+}
+
+/// What a process waiting for a lock is told by the notice set with [`on_wait`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Waiting<'a> {
+    /// The data file whose lock is wanted.
+    pub path: &'a Path,
+    /// The lock file that is held.
+    pub lock_file: &'a Path,
+    /// How long the wait has lasted so far.
+    pub waited: Duration,
+    /// The pid of a process holding the lock, where the kernel says (Linux `/proc/locks`).
+    pub holder_pid: Option<u32>,
+    /// When a durafile writer took the lock, when the holder is one (it records the time).
+    pub held_since: Option<SystemTime>,
+}
+
+/// How long a wait lasts before the notice set with [`on_wait`] is called.
+pub const NOTICE_AFTER: Duration = Duration::from_secs(1);
+
+static NOTICE: Mutex<Option<fn(&Waiting<'_>)>> = Mutex::new(None);
+
+/// Sets the function called once per lock wait that lasts longer than [`NOTICE_AFTER`], for
+/// the whole process: an unbounded wait is a hang to a person unless something says who they
+/// are waiting for. The `durafile` command prints "waiting for the lock on X (held since …)".
+///
+/// # Examples
+///
+/// ```
+/// fn tell(w: &durafile::lock::Waiting<'_>) {
+///     eprintln!("waiting for the lock on {}", durafile::error::quote(w.path));
+/// }
+/// durafile::lock::on_wait(tell);
+/// ```
+pub fn on_wait(notice: fn(&Waiting<'_>)) {
+    *NOTICE.lock().unwrap_or_else(|p| p.into_inner()) = Some(notice);
+}
+
+fn notice() -> Option<fn(&Waiting<'_>)> {
+    *NOTICE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for FileLock {
@@ -142,7 +230,9 @@ pub fn lock_file_path(path: &Path) -> Result<PathBuf> {
 ///
 /// [`Error::LockTimeout`] when the wait ran out, [`Error::AlreadyLocked`] when this thread
 /// holds the lock already, and [`Error::Io`] at [`Step::Lock`] when the lock file cannot be
-/// opened or created (for instance when the directory does not exist or is not writable).
+/// opened or created (for instance when the directory does not exist or is not writable; the
+/// message names the lock file), and [`Error::Refused`] for a symlink the kernel would not
+/// follow or, in a sticky shared directory, a lock file another user owns.
 ///
 /// # Examples
 ///
@@ -194,11 +284,51 @@ pub(crate) fn lock_target(
     timeout: Option<Duration>,
 ) -> Result<FileLock> {
     let lock_file = target.sibling(names::lock_name(&target.name));
-    let lock_err = |e: io::Error| Error::io(Step::Lock, &target.given, e);
+    let lock_err = |e: io::Error| lock_file_error(target, &lock_file, e);
+    let data_mode = match &target.meta {
+        Some(meta) => meta.mode(),
+        None => 0o666 & !sys::umask(),
+    };
+    let perms = lock_mode(data_mode);
     let start = Instant::now();
     loop {
-        let file = sys::open_lock_file(&lock_file).map_err(lock_err)?;
-        let id = sys::file_id(&file.metadata().map_err(lock_err)?);
+        let name = names::lock_name(&target.name);
+        let opened = target.with_dir(Step::Lock, |dir| {
+            sys::open_lock_file(dir, &name, perms).map_err(lock_err)
+        })?;
+        let file = opened.file;
+        let meta = file.metadata().map_err(lock_err)?;
+        let data_owner = target.meta.as_ref().map(MetadataExt::uid);
+        if !target.trusts(meta.uid()) && data_owner != Some(meta.uid()) {
+            return Err(Error::Refused {
+                step: Step::Lock,
+                path: target.given.clone(),
+                file: lock_file,
+                what: "the lock file",
+                owner: meta.uid(),
+                reason: "in a sticky shared directory another user's lock file is one they can hold forever; durafile uses only lock files owned by you, the data file's owner or the directory's owner (remove it if nobody should have it)",
+            });
+        }
+        if opened.created || meta.uid() == sys::euid() {
+            // Ours to fix: its owner and group are the data file's (a lock file root made
+            // for another user's file must not lock that user out), and its mode is what the
+            // data file's writers need; the umask must not narrow a new one below that, and
+            // an existing one is only ever narrowed.
+            let mode = match opened.created {
+                true => perms,
+                false => meta.mode() & perms & 0o7777,
+            };
+            match &target.meta {
+                Some(m) => sys::copy_owner(&file, m),
+                None => Ok(()),
+            }
+            .and_then(|()| match mode == meta.mode() & 0o7777 {
+                true => Ok(()),
+                false => file.set_permissions(fs::Permissions::from_mode(mode)),
+            })
+            .map_err(lock_err)?;
+        }
+        let id = sys::file_id(&meta);
         let me = thread::current().id();
         if held().contains(&(id, me)) {
             return Err(Error::AlreadyLocked {
@@ -206,7 +336,8 @@ pub(crate) fn lock_target(
             });
         }
         let deadline = timeout.map(|t| start + t);
-        match wait_for(&file, mode, deadline).map_err(lock_err)? {
+        let announce = || announce(target, &lock_file, &file, start);
+        match wait_for(&file, mode, deadline, announce).map_err(lock_err)? {
             true => {}
             false => {
                 return Err(Error::LockTimeout {
@@ -219,6 +350,12 @@ pub(crate) fn lock_target(
         // Still named by its path (and so still linked): nobody replaced it while we waited.
         let still_named = fs::symlink_metadata(&lock_file).is_ok_and(|m| sys::file_id(&m) == id);
         if still_named {
+            let records = mode == LockMode::Exclusive && opened.writable;
+            if records {
+                // Keep the recorded temp file: only a writer proves it dead and removes it.
+                let temp = read_record(&file).and_then(|r| r.temp);
+                let _ = write_record(&file, temp.as_deref());
+            }
             held().push((id, me));
             return Ok(FileLock {
                 _file: file,
@@ -226,25 +363,175 @@ pub(crate) fn lock_target(
                 mode,
                 id,
                 owner: me,
+                records,
             });
         }
     }
 }
 
-/// Waits for the flock; `Ok(false)` when the deadline passed first.
-fn wait_for(file: &File, mode: LockMode, deadline: Option<Instant>) -> io::Result<bool> {
-    let Some(deadline) = deadline else {
-        loop {
-            let r = match mode {
-                LockMode::Exclusive => file.lock(),
-                LockMode::Shared => file.lock_shared(),
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other.map(|()| true),
-            }
+/// The lock file's mode for a data file of mode `data`: read and write for the owner, and for
+/// each of group and others that may write the data, nothing for the rest.
+fn lock_mode(data: u32) -> u32 {
+    let mut mode = 0o600;
+    if data & 0o020 != 0 {
+        mode |= 0o060;
+    }
+    if data & 0o002 != 0 {
+        mode |= 0o006;
+    }
+    mode
+}
+
+/// An error opening or checking the lock file, naming it: the OS error alone ("Too many
+/// levels of symbolic links", "Permission denied") would blame the data file.
+fn lock_file_error(target: &Target, lock_file: &Path, e: io::Error) -> Error {
+    let shown = quote(lock_file);
+    let advice = match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "the lock file {shown} is a symbolic link, which durafile never follows: remove it if you did not make it"
+        ),
+        Some(libc::EACCES | libc::EPERM) => match fs::symlink_metadata(lock_file) {
+            Ok(m) => format!(
+                "the lock file {shown} (owned by {}, mode {:04o}) may not be opened by this user: only those who may write the data file can take its lock; ask its owner",
+                Owner(m.uid()),
+                m.mode() & 0o7777
+            ),
+            Err(_) => return Error::io_in(Step::Lock, &target.given, &target.dir, e),
+        },
+        None if e.kind() == io::ErrorKind::InvalidInput => {
+            format!("the lock file {shown} is not a regular file: remove it if you did not make it")
+        }
+        _ => return Error::io_in(Step::Lock, &target.given, &target.dir, e),
+    };
+    Error::io_advised(Step::Lock, &target.given, e, advice)
+}
+
+/// Tells the [`on_wait`] notice who holds the lock.
+fn announce(target: &Target, lock_file: &Path, file: &File, start: Instant) {
+    let Some(notice) = notice() else {
+        return;
+    };
+    let holder_pid = sys::lock_holder(file);
+    // A record is the holder's only when its pid is the holder's (a flock(1) user writes none).
+    let held_since = read_record(file)
+        .filter(|r| holder_pid.is_none_or(|pid| pid == r.pid))
+        .map(|r| UNIX_EPOCH + Duration::from_secs(r.since));
+    notice(&Waiting {
+        path: &target.given,
+        lock_file,
+        waited: start.elapsed(),
+        holder_pid,
+        held_since,
+    });
+}
+
+/// What an exclusive holder wrote into the lock file.
+#[derive(Debug, PartialEq, Eq)]
+struct Record {
+    pid: u32,
+    since: u64,
+    temp: Option<OsString>,
+}
+
+const RECORD_MAGIC: &[u8] = b"durafile";
+
+/// `durafile PID SINCE LEN TEMP`, written at the start of the lock file without truncating it
+/// (LEN says where the record ends, so a longer earlier record's tail is ignored).
+fn write_record(file: &File, temp: Option<&OsStr>) -> io::Result<()> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let temp = temp.map_or(&[][..], |t| t.as_bytes());
+    let mut out = format!("durafile {} {since} {} ", std::process::id(), temp.len()).into_bytes();
+    out.extend_from_slice(temp);
+    out.push(b'\n');
+    file.write_all_at(&out, 0)
+}
+
+fn read_record(file: &File) -> Option<Record> {
+    let mut buf = [0; 512];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    parse_record(&buf[..n])
+}
+
+fn parse_record(bytes: &[u8]) -> Option<Record> {
+    let mut fields = bytes.splitn(5, |&b| b == b' ');
+    if fields.next()? != RECORD_MAGIC {
+        return None;
+    }
+    let mut number = || {
+        std::str::from_utf8(fields.next()?)
+            .ok()?
+            .parse::<u64>()
+            .ok()
+    };
+    let pid = u32::try_from(number()?).ok()?;
+    let since = number()?;
+    let len = usize::try_from(number()?).ok()?;
+    let temp = fields.next()?.get(..len)?;
+    Some(Record {
+        pid,
+        since,
+        temp: (len > 0).then(|| OsStr::from_bytes(temp).to_os_string()),
+    })
+}
+
+/// Removes the temp file a previous exclusive holder recorded, if that writer is dead. The
+/// caller holds the exclusive lock, so no durafile writer of this target is running; the
+/// temp file must still prove it is an orphan of this target: its name is one of this
+/// target's temp names, it is a regular file owned by the caller or the data file's owner,
+/// and nobody holds a flock on it (every writer holds one on its temp file until it is gone).
+fn remove_dead_temp(target: &Target, lock: &File) {
+    let Some(Record {
+        temp: Some(temp), ..
+    }) = read_record(lock)
+    else {
+        return;
+    };
+    if !names::is_temp_of(&temp, &target.name) {
+        return;
+    }
+    let path = target.sibling(&temp);
+    let Ok(file) = sys::open_nofollow(&path) else {
+        return;
+    };
+    let Ok(meta) = file.metadata() else {
+        return;
+    };
+    let owner_ok =
+        meta.uid() == sys::euid() || target.meta.as_ref().is_some_and(|m| m.uid() == meta.uid());
+    if !meta.is_file() || !owner_ok || file.try_lock().is_err() {
+        return;
+    }
+    // Still the file we checked under that name; the flock we hold keeps a writer off it.
+    if fs::symlink_metadata(&path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta)) {
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// Waits for the flock; `Ok(false)` when the deadline passed first. Calls `announce` once
+/// after [`NOTICE_AFTER`] of waiting, when a notice is set.
+fn wait_for(
+    file: &File,
+    mode: LockMode,
+    deadline: Option<Instant>,
+    announce: impl FnOnce(),
+) -> io::Result<bool> {
+    let blocking = || loop {
+        let r = match mode {
+            LockMode::Exclusive => file.lock(),
+            LockMode::Shared => file.lock_shared(),
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(|()| true),
         }
     };
+    let mut announce = notice().map(|_| announce);
+    if deadline.is_none() && announce.is_none() {
+        return blocking();
+    }
+    let notice_at = Instant::now() + NOTICE_AFTER;
     let mut pause = Duration::from_millis(1);
     loop {
         let r = match mode {
@@ -257,10 +544,25 @@ fn wait_for(file: &File, mode: LockMode, deadline: Option<Instant>) -> io::Resul
             Err(TryLockError::WouldBlock) => {}
         }
         let now = Instant::now();
-        if now >= deadline {
+        if deadline.is_some_and(|d| now >= d) {
             return Ok(false);
         }
-        thread::sleep(pause.min(deadline - now));
+        if now >= notice_at {
+            if let Some(announce) = announce.take() {
+                announce();
+            }
+            if deadline.is_none() {
+                return blocking();
+            }
+        }
+        let mut sleep = pause;
+        if let Some(d) = deadline {
+            sleep = sleep.min(d - now);
+        }
+        if announce.is_some() {
+            sleep = sleep.min(notice_at - now);
+        }
+        thread::sleep(sleep);
         pause = (pause * 2).min(Duration::from_millis(25));
     }
 }
@@ -311,6 +613,41 @@ mod tests {
         .unwrap();
         assert_eq!(other, (true, false));
         drop(shared);
+    }
+
+    #[test]
+    fn records_round_trip_and_ignore_an_older_longer_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("l"))
+            .unwrap();
+        assert_eq!(read_record(&file), None, "an empty lock file has no record");
+        let odd = OsStr::new(".a b\nc.df-0123456789.tmp");
+        write_record(&file, Some(odd)).unwrap();
+        let r = read_record(&file).unwrap();
+        assert_eq!((r.pid, r.temp.as_deref()), (std::process::id(), Some(odd)));
+        write_record(&file, None).unwrap();
+        assert_eq!(read_record(&file).unwrap().temp, None);
+        for junk in [
+            &b"durafile"[..],
+            b"flock 1 2 0 ",
+            b"durafile x 2 0 ",
+            b"durafile 1 2 9 abc",
+        ] {
+            assert_eq!(parse_record(junk), None);
+        }
+    }
+
+    #[test]
+    fn lock_mode_follows_the_data_files_write_bits() {
+        assert_eq!(lock_mode(0o644), 0o600);
+        assert_eq!(lock_mode(0o664), 0o660);
+        assert_eq!(lock_mode(0o666), 0o666);
+        assert_eq!(lock_mode(0o400), 0o600);
+        assert_eq!(lock_mode(0o602), 0o606);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const NAME_MAX: usize = 255;
+/// The longest file name the filesystems durafile supports accept, in bytes.
+pub(crate) const NAME_MAX: usize = 255;
 const RANDOM_LEN: usize = 10;
 const TEMP_SUFFIX: &[u8] = b".tmp";
 const TEMP_MARK: &[u8] = b".df-";
@@ -41,6 +42,24 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     let end = b.len() - TEMP_SUFFIX.len();
     let random = &b[end - RANDOM_LEN..end];
     b[..end - RANDOM_LEN].ends_with(TEMP_MARK) && random.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// Whether `temp` is a temp name [`temp_name`] could have made for `name`.
+pub(crate) fn is_temp_of(temp: &OsStr, name: &OsStr) -> bool {
+    let room = NAME_MAX - 1 - TEMP_MARK.len() - RANDOM_LEN - TEMP_SUFFIX.len();
+    let mut prefix = hidden(name, room);
+    prefix.extend_from_slice(TEMP_MARK);
+    is_temp_name(temp)
+        && temp.len() == prefix.len() + RANDOM_LEN + TEMP_SUFFIX.len()
+        && temp.as_bytes().starts_with(&prefix)
+}
+
+/// Whether `name` is one of durafile's own files beside a target (a lock or temp file), which
+/// must never be a target itself: replacing a lock file splits its lock in two.
+pub(crate) fn is_own_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    let lock = b.len() >= 1 + 1 + LOCK_SUFFIX.len() && b[0] == b'.' && b.ends_with(LOCK_SUFFIX);
+    lock || is_temp_name(name)
 }
 
 /// The name of `name`'s lock file.
@@ -133,6 +152,32 @@ mod tests {
         assert_eq!(lock, lock_name(&long));
         let other = OsString::from(format!("{}m", "n".repeat(254)));
         assert_ne!(lock, lock_name(&other));
+    }
+
+    #[test]
+    fn temp_names_belong_to_their_target_only() {
+        for name in ["a.json", &"n".repeat(255)] {
+            let name = OsStr::new(name);
+            assert!(is_temp_of(&temp_name(name), name));
+            assert!(!is_temp_of(&temp_name(OsStr::new("b.json")), name));
+        }
+        let sidecar_temp = temp_name(OsStr::new("a.json.sha256"));
+        assert!(!is_temp_of(&sidecar_temp, OsStr::new("a.json")));
+    }
+
+    #[test]
+    fn own_names_are_locks_and_temps() {
+        let long = OsString::from("n".repeat(255));
+        for own in [
+            lock_name(OsStr::new("x.json")),
+            lock_name(&long),
+            temp_name(&long),
+        ] {
+            assert!(is_own_name(&own), "{own:?}");
+        }
+        for other in ["x.json", ".lock", "..lock", "a.lock", ".x.json"] {
+            assert!(!is_own_name(OsStr::new(other)), "{other}");
+        }
     }
 
     #[test]

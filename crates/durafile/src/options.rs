@@ -116,8 +116,26 @@ impl Options {
         self
     }
 
-    /// Gives the written file this mode (permission bits, e.g. `0o640`), whether it existed or
-    /// not. Without it an existing file keeps its mode and a new one gets 0666 minus the umask.
+    /// Gives the written file this mode (permission bits, e.g. `0o640`, and the setuid,
+    /// setgid and sticky bits if given), whether it existed or not. Without it an existing
+    /// file keeps its permission bits but loses its setuid, setgid and sticky bits (new
+    /// content must not inherit the old program's privileges, as an in-place write by another
+    /// user clears them too), and a new file gets 0666 minus the umask.
+    ///
+    /// ```
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use durafile::Options;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let tool = dir.path().join("tool");
+    /// std::fs::write(&tool, "v1")?;
+    /// std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755))?;
+    /// durafile::write(&tool, "v2", &Options::new())?;
+    /// assert_eq!(std::fs::metadata(&tool)?.permissions().mode() & 0o7777, 0o755);
+    /// durafile::write(&tool, "v3", &Options::new().mode(0o4755))?;
+    /// assert_eq!(std::fs::metadata(&tool)?.permissions().mode() & 0o7777, 0o4755);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn mode(mut self, mode: u32) -> Options {
         self.mode = Some(mode & 0o7777);

@@ -9,20 +9,59 @@
 #[cfg(not(unix))]
 compile_error!("durafile supports Unix (Linux and macOS) only");
 
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Creates `path` exclusively, private to the owner, refusing to follow a symlink planted at
-/// that name. std adds `O_CLOEXEC` to every open.
-pub(crate) fn create_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+/// Creates `name` in the open directory `dir` exclusively, private to the owner, refusing to
+/// follow a symlink planted at that name. Through the directory's descriptor, so that a
+/// directory swapped for a link after it was opened and checked cannot redirect it.
+pub(crate) fn create_private(dir: &File, name: &OsStr) -> io::Result<File> {
+    open_at(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o600,
+    )
+}
+
+/// `openat(2)` with `O_CLOEXEC`.
+fn open_at(dir: &File, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let name = cstr(name)?;
+    // SAFETY: a NUL-terminated name and a descriptor we hold; on success the new descriptor is
+    // ours alone and `File` closes it.
+    unsafe {
+        let fd = libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(fd))
+    }
+}
+
+/// Renames `from` over `to`, both names in the open directory `dir` (`renameat(2)`).
+pub(crate) fn rename_at(dir: &File, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (from, to) = (cstr(from)?, cstr(to)?);
+    let fd = dir.as_raw_fd();
+    // SAFETY: NUL-terminated names and a descriptor we hold.
+    match unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Opens an existing regular file for reading without following a symlink at `path`.
@@ -33,29 +72,180 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Opens (creating if needed) a lock file. Never truncates, never follows a symlink, and
-/// falls back to read-only when the file exists but is not writable: flock works on any
-/// open descriptor. When it does not exist and cannot be created, the error is that one
-/// (EACCES on a read-only directory), not the fallback's.
-pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
-    let rw = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o666)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    match rw {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|fallback| match fallback.kind() {
-                io::ErrorKind::NotFound => e,
-                _ => fallback,
-            }),
-        other => other,
+/// A lock file opened by [`open_lock_file`].
+pub(crate) struct LockFile {
+    pub file: File,
+    /// Whether this call created it (and so must give it its mode and owner).
+    pub created: bool,
+    /// Whether it is open for writing (else read-only: flock works on any descriptor).
+    pub writable: bool,
+}
+
+/// Opens (creating with `mode` if needed) a lock file. Never truncates, never follows a
+/// symlink, never blocks on a FIFO planted at the name; refuses anything but a regular file.
+/// An existing file that is not writable is opened read-only. When the file does not exist
+/// and cannot be created, the error is that one (EACCES on a read-only directory).
+///
+/// An existing file is opened without `O_CREAT`, so that the kernel's `protected_regular`
+/// does not refuse a lock file another user made before durafile's own checks can say who.
+pub(crate) fn open_lock_file(dir: &File, name: &OsStr, mode: u32) -> io::Result<LockFile> {
+    let open =
+        |flags: libc::c_int| open_at(dir, name, flags | libc::O_NOFOLLOW | libc::O_NONBLOCK, mode);
+    let opened = loop {
+        match open(libc::O_RDWR) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match open(libc::O_RDWR | libc::O_CREAT | libc::O_EXCL) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    other => break other.map(|f| (f, true, true)),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                break open(libc::O_RDONLY)
+                    .map(|f| (f, false, false))
+                    .map_err(|fallback| match fallback.kind() {
+                        io::ErrorKind::NotFound => e,
+                        _ => fallback,
+                    });
+            }
+            other => break other.map(|f| (f, false, true)),
+        }
+    };
+    let (file, created, writable) = opened?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
+    Ok(LockFile {
+        file,
+        created,
+        writable,
+    })
+}
+
+/// Opens a directory (the kernel resolving the path) for fsync and identity checks.
+pub(crate) fn open_dir(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+}
+
+/// Opens the directory `dir` if no symbolic link is on its path (Linux 5.6+ `openat2` with
+/// `RESOLVE_NO_SYMLINKS`: one call, checked by the kernel); `None` when there is one, the
+/// directory is missing, or the system cannot tell this way, and the caller walks the path.
+#[cfg(target_os = "linux")]
+pub(crate) fn open_dir_without_links(dir: &Path) -> Option<File> {
+    use std::os::fd::FromRawFd;
+    let path = cstr(dir.as_os_str()).ok()?;
+    // SAFETY: all-zero is a valid `open_how` (no flags, no mode, no restriction).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a NUL-terminated path and a live `open_how` of the size given; a non-negative
+    // result is a new descriptor that only the `File` owns.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        );
+        (fd >= 0).then(|| File::from_raw_fd(fd as libc::c_int))
+    }
+}
+
+/// No kernel-checked link-free open elsewhere: the caller walks the path.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open_dir_without_links(_dir: &Path) -> Option<File> {
+    None
+}
+
+/// The effective uid, which the kernel's checks (fsuid) use.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The login name of `uid`, if the user database knows it.
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: an all-zero passwd is a valid out-parameter (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local of the size given; getpwuid_r writes the
+    // strings into `buf` and `pwd.pw_name` points into it while `buf` lives.
+    unsafe {
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// Whether the filesystem holding `dir` has no inodes left for unprivileged users, which is
+/// what an ENOSPC means when `df` still shows free space.
+pub(crate) fn out_of_inodes(dir: &Path) -> bool {
+    let Ok(c) = cstr(dir.as_os_str()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statvfs is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_files > 0 && st.f_favail == 0
+}
+
+/// Whether this process may create files in `dir` (the effective ids, as the kernel checks).
+pub(crate) fn may_write_dir(dir: &Path) -> bool {
+    let Ok(c) = cstr(dir.as_os_str()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
+}
+
+/// The pid of a process holding a flock on `file`, where the kernel says (Linux
+/// `/proc/locks`, in this process's pid namespace); `None` elsewhere or when unknown.
+#[cfg(target_os = "linux")]
+pub(crate) fn lock_holder(file: &File) -> Option<u32> {
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have "->" after the number.
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, file_id, ..] if *file_id == id => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+/// No portable way to name a flock's holder.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lock_holder(_file: &File) -> Option<u32> {
+    None
 }
 
 /// fsync of a directory, which makes the entries created or renamed in it durable.

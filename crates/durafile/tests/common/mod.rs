@@ -86,6 +86,51 @@ pub fn heard(text: &str) -> impl Iterator<Item = &str> {
 /// Starts this test binary again as a child playing `role`, through the ignored test named
 /// `entry` (which reads `ROLE` and the other variables in `env`).
 pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Proc {
+    Proc(Some(
+        child_command(entry, role, env)
+            .spawn()
+            .expect("spawn child test process"),
+    ))
+}
+
+/// [`spawn_child`] running as `uid` (with `gid` as its only group): the privileges are
+/// dropped in the child before it executes, so the test itself can stay root.
+pub fn spawn_child_as(entry: &str, role: &str, env: &[(&str, String)], uid: u32, gid: u32) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = child_command(entry, role, env);
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || drop_privileges(uid, gid));
+    }
+    Proc(Some(cmd.spawn().expect("spawn unprivileged child")))
+}
+
+/// setgroups, setresgid, setresuid, in that order (the group calls need root).
+fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on values, no memory of ours but the one-element array.
+    unsafe {
+        let groups = [gid];
+        if libc::setgroups(1, groups.as_ptr()) != 0
+            || libc::setresgid(gid, gid, gid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process may switch to other users (tests that need it skip otherwise).
+pub fn can_switch_users() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: these tests need root, to act as several unprivileged users");
+        return false;
+    }
+    true
+}
+
+fn child_command(entry: &str, role: &str, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         entry,
@@ -101,7 +146,7 @@ pub fn spawn_child(entry: &str, role: &str, env: &[(&str, String)]) -> Proc {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Proc(Some(cmd.spawn().expect("spawn child test process")))
+    cmd
 }
 
 /// The role this process plays, when it is a child.
@@ -200,4 +245,33 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
         .filter(|n| durafile::is_temp_name(n))
         .map(|n| dir.join(n))
         .collect()
+}
+
+/// Every file below `dir` (not following links) with its owner, mode and content (a link's
+/// target), to show that a test changed nothing there, byte for byte.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u32, u32, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let content = if meta.file_type().is_symlink() {
+                std::fs::read_link(&path)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                Vec::new()
+            } else {
+                std::fs::read(&path).unwrap()
+            };
+            out.insert(path, (meta.uid(), meta.mode(), content));
+        }
+    }
+    out
 }
