@@ -51,7 +51,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -224,21 +224,170 @@ fn unescape(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The digests `target`'s sidecar lists, `None` if it has none.
-pub(crate) fn read_sidecar(target: &Target) -> Result<Option<Vec<Digest>>> {
-    let path = sidecar_of(target);
-    let text = match fs::read(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(Step::Verify, &target.given, e)),
+/// The most a sidecar durafile wrote can hold: two lines of at most ~580 bytes each. A file at
+/// the sidecar's name larger than this is not durafile's, and is never read past it.
+pub(crate) const SIDECAR_CAP: u64 = 64 * 1024;
+
+/// What is at a target's sidecar name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sidecar {
+    /// Nothing.
+    Absent,
+    /// durafile's own format for exactly this file: one digest, or two while a write is in
+    /// flight.
+    Ours(Vec<Digest>),
+    /// A regular file of a trusted owner in any other format (a `sha256sum` list of several
+    /// files, comments, another name): the user's, not durafile's. Left alone and not used;
+    /// the reason says why it is not durafile's.
+    Foreign(String),
+}
+
+/// Reads `target`'s sidecar without trusting what is at its name: opened
+/// `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), required to be a regular
+/// file owned by the data file's owner, by root or by this process's user, and read no
+/// further than [`SIDECAR_CAP`]. `step` labels the errors: [`Step::Verify`] for a read,
+/// [`Step::ChecksumBegin`] for a write.
+pub(crate) fn load_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
+    let Some((mut file, meta)) = open_checked(target, step)? else {
+        return Ok(Sidecar::Absent);
     };
-    parse_sidecar(&text, &target.name)
-        .map(Some)
-        .map_err(|reason| Error::BadChecksumFile {
-            path: target.given.clone(),
-            sidecar: path,
-            reason,
-        })
+    let at = |e| Error::io(step, &target.given, e);
+    if meta.len() > SIDECAR_CAP {
+        return Ok(Sidecar::Foreign(too_large(meta.len())));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(SIDECAR_CAP + 1)
+        .read_to_end(&mut text)
+        .map_err(at)?;
+    if text.len() as u64 > SIDECAR_CAP {
+        return Ok(Sidecar::Foreign(too_large(text.len() as u64)));
+    }
+    Ok(match ours(&text, &target.name) {
+        Ok(digests) => Sidecar::Ours(digests),
+        Err(reason) => Sidecar::Foreign(reason),
+    })
+}
+
+fn too_large(len: u64) -> String {
+    format!(
+        "it holds {len} bytes or more, and a durafile checksum file never exceeds {} KiB",
+        SIDECAR_CAP / 1024
+    )
+}
+
+/// The digests of a sidecar in exactly the form durafile writes for `name`: one or two
+/// distinct digests, byte for byte what [`format_sidecar`] makes of them. Anything else,
+/// even what `sha256sum -c` accepts, is someone else's file.
+fn ours(text: &[u8], name: &OsStr) -> Result<Vec<Digest>, String> {
+    let digests = parse_sidecar(text, name)?;
+    let distinct = digests.len() == 1 || (digests.len() == 2 && digests[0] != digests[1]);
+    if !distinct {
+        return Err(format!(
+            "it lists {} digests, and durafile's lists one (two while a write is in flight)",
+            digests.len()
+        ));
+    }
+    if format_sidecar(&digests, name) != text {
+        return Err(
+            "it is not byte for byte durafile's format (a binary-mode `*`, upper-case \
+                    hex, a blank line or a missing final newline)"
+                .into(),
+        );
+    }
+    Ok(digests)
+}
+
+/// The error for a sidecar that is not durafile's where one is needed: a read that must
+/// verify, or `durafile verify`.
+pub(crate) fn foreign_error(target: &Target, reason: String) -> Error {
+    Error::BadChecksumFile {
+        path: target.given.clone(),
+        sidecar: sidecar_of(target),
+        reason: format!(
+            "{reason}; it is not durafile's checksum file, so durafile neither verifies against \
+             it nor updates it"
+        ),
+    }
+}
+
+/// Opens `target`'s sidecar as [`load_sidecar`] describes; `None` when there is none.
+fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadata)>> {
+    let path = sidecar_of(target);
+    let refuse = |reason: String| Error::ChecksumFileRefused {
+        step,
+        path: target.given.clone(),
+        sidecar: path.clone(),
+        reason,
+    };
+    let at = |e| Error::io(step, &target.given, e);
+    let file = match sys::open_nofollow(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refuse(
+                "it is a symbolic link, and durafile never follows one at a checksum file's \
+                 name (nothing was changed; remove the link)"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(at(e)),
+    };
+    let meta = file.metadata().map_err(at)?;
+    if !meta.is_file() {
+        return Err(refuse(format!(
+            "it is a {}, not a regular file (nothing was changed; remove it)",
+            crate::target::kind_of(&meta)
+        )));
+    }
+    let owner = meta.uid();
+    let data_owner = target.meta.as_ref().map_or_else(sys::euid, |m| m.uid());
+    if owner != 0 && owner != data_owner && owner != sys::euid() {
+        return Err(refuse(format!(
+            "it is owned by {}, not by the file's owner {} or root, so durafile does not trust \
+             it (nothing was changed; its owner or the directory's owner must remove it)",
+            sys::describe_user(owner),
+            sys::describe_user(data_owner)
+        )));
+    }
+    Ok(Some((file, meta)))
+}
+
+/// What a writer of `target` does with its sidecar: `None` when it keeps none, else the
+/// digests it lists now (`None` inside when they must be worked out from the current content:
+/// there is no sidecar yet, or an interrupted write left two). A sidecar that is not
+/// durafile's is left alone, and refused when `required` ([`Options::checksum`]), before
+/// anything was changed.
+pub(crate) fn for_write(target: &Target, required: bool) -> Result<Option<Option<Vec<Digest>>>> {
+    Ok(match load_sidecar(target, Step::ChecksumBegin)? {
+        // One digest: the old one. Two: which is current is unknown; the writer hashes the
+        // old content, so the sidecar never lists more than two.
+        Sidecar::Ours(listed) => Some((listed.len() == 1).then_some(listed)),
+        Sidecar::Absent => required.then_some(None),
+        Sidecar::Foreign(_) if !required => None,
+        Sidecar::Foreign(reason) => {
+            return Err(Error::ChecksumFileRefused {
+                step: Step::ChecksumBegin,
+                path: target.given.clone(),
+                sidecar: sidecar_of(target),
+                reason: format!(
+                    "{reason}, so it is not durafile's checksum file and durafile will not \
+                     replace it (nothing was changed; move it away to write with checksums, or \
+                     write without them and it is left as it is)"
+                ),
+            });
+        }
+    })
+}
+
+/// Gives `target`'s existing sidecar `mode` through a descriptor (never a path, which could
+/// be swapped for a link in between), after the same checks as [`load_sidecar`].
+pub(crate) fn set_sidecar_mode(target: &Target, mode: u32) -> Result<()> {
+    let Some((file, _)) = open_checked(target, Step::ChecksumBegin)? else {
+        return Ok(()); // gone since the writer read it: nothing to follow the mode
+    };
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+        .map_err(|e| Error::io(Step::ChecksumBegin, &target.given, e))
 }
 
 /// Which half of the pair protocol a sidecar replacement is.
@@ -251,14 +400,16 @@ pub(crate) enum Phase {
 /// Replaces `target`'s sidecar with one listing `digests`: temp file, fsync if `sync`, rename.
 /// After [`Phase::Begin`] the caller fsyncs the directory, so that it is durable before the
 /// data rename.
-/// The sidecar gets the data file's `mode` and owner: a digest of a private file can give
-/// away a guessable secret.
+/// The sidecar gets the data file's `mode` and the owner and group of `owner` (the data file's
+/// metadata, or its predecessor's for a new one): a digest of a private file can give away a
+/// guessable secret. Both are set through the temp file's descriptor.
 pub(crate) fn write_sidecar(
     target: &Target,
     digests: &[Digest],
     phase: Phase,
     sync: bool,
     mode: u32,
+    owner: Option<&fs::Metadata>,
 ) -> Result<()> {
     let (step, before_write, before_rename) = match phase {
         Phase::Begin => (
@@ -281,7 +432,7 @@ pub(crate) fn write_sidecar(
     })?;
     let written = fault::point(before_write)
         .and_then(|()| file.write_all(&format_sidecar(digests, &target.name)))
-        .and_then(|()| match &target.meta {
+        .and_then(|()| match owner {
             Some(meta) => sys::copy_owner(&file, meta),
             None => Ok(()),
         })
@@ -335,9 +486,11 @@ pub enum Verification {
 /// ```
 pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
     let target = Target::resolve(path.as_ref())?;
-    let sidecar = sidecar_of(&target);
-    if !sidecar.exists() {
-        return Ok(Verification::NoChecksum);
+    // Look before hashing what may be a large file: no sidecar, or one that is not durafile's.
+    match load_sidecar(&target, Step::Verify)? {
+        Sidecar::Absent => return Ok(Verification::NoChecksum),
+        Sidecar::Foreign(reason) => return Err(foreign_error(&target, reason)),
+        Sidecar::Ours(_) => {}
     }
     let ((), digest, listed) = verified(&target, &Options::new(), false, |file| {
         Ok(((), hash_reader(file)?))
@@ -371,15 +524,20 @@ pub(crate) fn verified<T>(
         }
         let mut file = File::open(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
-        let listed = match read_sidecar(target)? {
-            Some(listed) => listed,
-            None if opts.get_checksum() => {
+        let listed = match load_sidecar(target, Step::Verify)? {
+            Sidecar::Ours(listed) => listed,
+            Sidecar::Absent if opts.get_checksum() => {
                 return Err(Error::MissingChecksum {
                     path: target.given.clone(),
                     sidecar: sidecar_of(target),
                 });
             }
-            None => return Ok((value, digest, 0)),
+            Sidecar::Foreign(reason) if opts.get_checksum() => {
+                return Err(foreign_error(target, reason));
+            }
+            // Not durafile's: it is not kept current by durafile's writes, so checking the
+            // content against it could only raise false alarms.
+            Sidecar::Absent | Sidecar::Foreign(_) => return Ok((value, digest, 0)),
         };
         if listed.contains(&digest) {
             return Ok((value, digest, listed.len()));

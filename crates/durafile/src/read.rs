@@ -77,8 +77,10 @@ fn shared_lock(target: &Target, opts: &Options) -> Result<Option<FileLock>> {
     lock::lock_target(target, LockMode::Shared, opts.get_lock_timeout()).map(Some)
 }
 
+/// Whether anything is at the sidecar's name. `lstat`, not `stat`: a link or a FIFO there
+/// goes on to be refused by [`checksum::verified`], never followed or opened blocking.
 fn needs_verify(target: &Target, opts: &Options) -> bool {
-    opts.get_checksum() || checksum::sidecar_of(target).exists()
+    opts.get_checksum() || std::fs::symlink_metadata(checksum::sidecar_of(target)).is_ok()
 }
 
 /// Reads the target, verified; `locked` says the caller holds a lock that keeps writers out.

@@ -151,3 +151,41 @@ pub(crate) fn start_writeback(file: &File, from: u64, to: u64) {
 /// No early writeback outside Linux: the fsync at commit does all of it.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn start_writeback(_file: &File, _from: u64, _to: u64) {}
+
+/// `uid`'s login name, for messages that name another user (`None` when the uid has no
+/// account, as in a container).
+pub(crate) fn user_name(uid: u32) -> Option<String> {
+    let mut pw = std::mem::MaybeUninit::<libc::passwd>::uninit();
+    let mut found = std::ptr::null_mut();
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes only into `pw` and `buf`, whose sizes we pass, and sets
+    // `found` to `pw` or null; the name it points to lives in `buf`, read before it drops.
+    unsafe {
+        let rc = libc::getpwuid_r(
+            uid,
+            pw.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        );
+        if rc != 0 || found.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*found).pw_name);
+        Some(name.to_string_lossy().into_owned())
+    }
+}
+
+/// A user as a message names them: `alice (uid 1000)`, or `uid 1000` without an account.
+pub(crate) fn describe_user(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The effective uid: whose files this process creates.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
