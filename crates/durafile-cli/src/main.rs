@@ -478,6 +478,19 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
             p.display()
         ))?;
     }
+    for left in &found.orphans.left_alone {
+        say(format!(
+            "left alone {}: {}",
+            left.path.display(),
+            left.reason
+        ))?;
+    }
+    for e in &found.not_ours {
+        say(format!("NOT OURS {e}"))?;
+    }
+    for e in &found.errors {
+        say(format!("ERROR {e}"))?;
+    }
     for p in &found.checksums_completed {
         say(format!(
             "{completed} interrupted checksum update {}",
@@ -509,7 +522,10 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
         found.missing.len(),
         found.busy.len()
     ))?;
-    let clean = found.damaged.is_empty() && found.missing.is_empty() && found.busy.is_empty();
+    let clean = found.damaged.is_empty()
+        && found.missing.is_empty()
+        && found.busy.is_empty()
+        && found.errors.is_empty();
     Ok(if clean {
         ExitCode::SUCCESS
     } else {

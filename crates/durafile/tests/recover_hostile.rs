@@ -1,0 +1,162 @@
+//! `recover` in a shared directory: it removes only temp files it can prove are a dead
+//! durafile writer's (name, lock file, owner, no flock), never another user's look-alike,
+//! even as root, and an error on one file does not stop it.
+
+mod common;
+#[path = "common/privdrop.rs"]
+mod privdrop;
+
+use std::fs::{self, File};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use privdrop::{ATTACKER, VICTIM};
+
+/// Every file in `dir` with its content, mode and owner.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32, u32)> {
+    let mut out: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_file() {
+                fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            (path, content, meta.mode(), meta.uid())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A file `uid` owns in `dir`, with `content`.
+fn plant(dir: &Path, name: &str, uid: u32, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, content).unwrap();
+    lchown(&path, Some(uid), Some(uid)).unwrap();
+    path
+}
+
+/// A sticky world-writable directory owned by root, as /tmp, where the victim keeps `notes`.
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    plant(dir.path(), "notes", VICTIM, "the victim's notes");
+    plant(dir.path(), ".notes.lock", VICTIM, "");
+    dir
+}
+
+/// Run as root, recover leaves another user's look-alike temp file alone (its owner is
+/// neither the target's nor the directory's), and one with no lock file beside it, while it
+/// still removes the victim's real orphan.
+#[test]
+fn root_never_deletes_another_users_look_alike() {
+    if !privdrop::can_switch("root_never_deletes_another_users_look_alike") {
+        return;
+    }
+    let dir = shared_dir();
+    let d = dir.path();
+    let look_alike = plant(
+        d,
+        ".notes.df-ABCDEFGHIJ.tmp",
+        ATTACKER,
+        "the attacker's own file",
+    );
+    let no_lock = plant(d, ".todo.df-ABCDEFGHIJ.tmp", VICTIM, "not durafile's");
+    plant(d, "todo", VICTIM, "the victim's todo list");
+    let orphan = plant(d, ".notes.df-0123456789.tmp", VICTIM, "half a write");
+    let mut expected = snapshot(d);
+    expected.retain(|(p, ..)| *p != orphan);
+
+    let found = durafile::recover::clean_orphans(d).unwrap();
+    assert_eq!(snapshot(d), expected, "only the proven orphan may go");
+    assert_eq!(found.removed, [orphan]);
+    let left: Vec<_> = found.left_alone.iter().map(|l| l.path.clone()).collect();
+    assert_eq!(left, [look_alike, no_lock]);
+    assert!(
+        found.left_alone[0].reason.contains("uid 64002"),
+        "{:?}",
+        found.left_alone
+    );
+    assert!(
+        found.left_alone[1].reason.contains("lock file"),
+        "{:?}",
+        found.left_alone
+    );
+}
+
+/// A temp-named FIFO, link or hard-linked file is never a durafile temp file.
+#[test]
+fn special_files_named_like_temp_files_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("notes"), "notes").unwrap();
+    File::create(d.join(".notes.lock")).unwrap();
+    fs::write(d.join("elsewhere"), "linked").unwrap();
+    fs::hard_link(d.join("elsewhere"), d.join(".notes.df-AAAAAAAAAA.tmp")).unwrap();
+    std::os::unix::fs::symlink("notes", d.join(".notes.df-BBBBBBBBBB.tmp")).unwrap();
+    let before = snapshot(d);
+    let found = durafile::recover::recover(d, false).unwrap();
+    assert_eq!(snapshot(d), before);
+    assert!(found.orphans.removed.is_empty());
+    assert_eq!(
+        found.orphans.left_alone.len(),
+        2,
+        "{:?}",
+        found.orphans.left_alone
+    );
+}
+
+#[test]
+#[ignore = "run by the tests of this file as a child process"]
+fn child_entry() {
+    let Some(role) = common::role() else { return };
+    assert_eq!(role, "recover");
+    let dir = PathBuf::from(std::env::var_os("TARGET").unwrap());
+    match durafile::recover::recover(&dir, false) {
+        Ok(found) => common::say(format!(
+            "ok removed={:?} left_alone={}",
+            found.orphans.removed,
+            found.orphans.left_alone.len()
+        )),
+        Err(e) => common::say(format!("err {e}")),
+    }
+}
+
+/// Run as an ordinary user in a sticky directory, recover goes on past a file it may not
+/// remove (EPERM) and past other users' files, and removes the user's own orphan.
+#[test]
+fn an_error_on_one_file_does_not_stop_the_scan() {
+    if !privdrop::can_switch("an_error_on_one_file_does_not_stop_the_scan") {
+        return;
+    }
+    let dir = shared_dir();
+    let d = dir.path();
+    // Proven by owner (the directory's: root) and lock file, but not the victim's to remove.
+    plant(d, ".a.lock", 0, "");
+    plant(d, "a", 0, "root's a");
+    plant(d, ".a.df-0000000000.tmp", 0, "root's dead write");
+    // Another user's file the victim cannot remove either.
+    plant(d, ".notes.df-1111111111.tmp", ATTACKER, "the attacker's");
+    // The victim's own orphan, listed last.
+    let orphan = plant(d, ".notes.df-zzzzzzzzzz.tmp", VICTIM, "half a write");
+    let mut expected = snapshot(d);
+    expected.retain(|(p, ..)| *p != orphan);
+
+    let out = privdrop::run(
+        &mut privdrop::child("child_entry", "recover", VICTIM, &[("TARGET", d)]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.is_some(), "recover hangs");
+    let said: Vec<&str> = common::heard(&out.stdout).collect();
+    assert_eq!(
+        said,
+        [format!("ok removed={:?} left_alone=2", [&orphan]).as_str()],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(snapshot(d), expected);
+}
