@@ -31,10 +31,29 @@
 //! the data outside durafile (a flipped bit, a truncation, an appended line) matches none of
 //! the listed digests and is reported as [`Error::ChecksumMismatch`].
 //!
-//! The old digest comes from the old sidecar; a file that had none is hashed once, so that a
-//! crash during its first checksummed write cannot raise a false alarm. A writer keeps an
-//! existing sidecar up to date even when [`Options::checksum`] is off: a sidecar is never
-//! left stale by durafile.
+//! The old digest comes from the old sidecar; a file that had none (or whose sidecar an
+//! interrupted write left listing two) is hashed once, so that a crash during its write cannot
+//! raise a false alarm, and a sidecar never lists more than two digests. A writer keeps an
+//! existing sidecar of durafile's up to date even when [`Options::checksum`] is off: such a
+//! sidecar is never left stale by durafile.
+//!
+//! # Files at the sidecar's name that durafile did not write
+//!
+//! `NAME.sha256` is also the name people give their own `sha256sum` output, and in a shared
+//! directory another user may plant anything there. So the sidecar is opened with
+//! `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), must be a regular file
+//! (fstat) owned by the data file's owner, by root or by the caller, and is read no further
+//! than 64 KiB. A link, a FIFO, a device or another user's file is refused with
+//! [`Error::ChecksumFileRefused`], naming what it is or whose it is, by reads and writes alike,
+//! before anything changes; every mode change of a sidecar goes through a descriptor.
+//!
+//! A regular, trusted file is durafile's only when it is byte for byte what durafile writes for
+//! this one file: one `<digest>  NAME` line, or two while a write is in flight. Anything else
+//! (a list of several files, comments, another name, `sha256sum -b`'s `*`) is the user's:
+//! a plain write leaves it byte-identical, a plain read does not verify against it (durafile
+//! does not keep it current, so it could only raise false alarms), and a write or read with
+//! [`Options::checksum`], [`verify`] and recovery report it ([`Error::ChecksumFileRefused`] for
+//! a write, [`Error::BadChecksumFile`] otherwise) and change nothing.
 //!
 //! # Verifying without a lock
 //!
@@ -467,8 +486,10 @@ pub enum Verification {
 /// # Errors
 ///
 /// [`Error::ChecksumMismatch`] when the content matches no listed digest,
-/// [`Error::BadChecksumFile`] when the sidecar is malformed, and [`Error::Io`] at
-/// [`Step::Read`] when the file cannot be read (NotFound when only the sidecar exists).
+/// [`Error::BadChecksumFile`] when the file at the sidecar's name is not in durafile's format,
+/// [`Error::ChecksumFileRefused`] when it is a link, not a regular file or another user's
+/// (see the [module docs](self)), and [`Error::Io`] at [`Step::Read`] when the file cannot be
+/// read (NotFound when only the sidecar exists).
 ///
 /// # Examples
 ///
@@ -487,10 +508,12 @@ pub enum Verification {
 pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
     let target = Target::resolve(path.as_ref())?;
     // Look before hashing what may be a large file: no sidecar, or one that is not durafile's.
-    match load_sidecar(&target, Step::Verify)? {
-        Sidecar::Absent => return Ok(Verification::NoChecksum),
-        Sidecar::Foreign(reason) => return Err(foreign_error(&target, reason)),
-        Sidecar::Ours(_) => {}
+    match load_sidecar(&target, Step::Verify) {
+        Ok(Sidecar::Absent) => return Ok(Verification::NoChecksum),
+        Ok(Sidecar::Foreign(reason)) => return Err(foreign_error(&target, reason)),
+        // A refusal is judged again by `verified`, where no writer can be half-way.
+        Ok(Sidecar::Ours(_)) | Err(Error::ChecksumFileRefused { .. }) => {}
+        Err(e) => return Err(e),
     }
     let ((), digest, listed) = verified(&target, &Options::new(), false, |file| {
         Ok(((), hash_reader(file)?))
@@ -524,20 +547,29 @@ pub(crate) fn verified<T>(
         }
         let mut file = File::open(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
-        let listed = match load_sidecar(target, Step::Verify)? {
-            Sidecar::Ours(listed) => listed,
-            Sidecar::Absent if opts.get_checksum() => {
+        let listed = match load_sidecar(target, Step::Verify) {
+            // A user who may write the file but not give files away (a group member) makes
+            // a sidecar of their own an instant before their data replaces the owner's: a
+            // refusal is only real once no durafile writer can be half-way.
+            Err(Error::ChecksumFileRefused { .. }) if !locked && shared.is_none() => {
+                let timeout = opts.get_lock_timeout();
+                shared = Some(crate::lock::lock_target(target, LockMode::Shared, timeout)?);
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(Sidecar::Ours(listed)) => listed,
+            Ok(Sidecar::Absent) if opts.get_checksum() => {
                 return Err(Error::MissingChecksum {
                     path: target.given.clone(),
                     sidecar: sidecar_of(target),
                 });
             }
-            Sidecar::Foreign(reason) if opts.get_checksum() => {
+            Ok(Sidecar::Foreign(reason)) if opts.get_checksum() => {
                 return Err(foreign_error(target, reason));
             }
             // Not durafile's: it is not kept current by durafile's writes, so checking the
             // content against it could only raise false alarms.
-            Sidecar::Absent | Sidecar::Foreign(_) => return Ok((value, digest, 0)),
+            Ok(Sidecar::Absent | Sidecar::Foreign(_)) => return Ok((value, digest, 0)),
         };
         if listed.contains(&digest) {
             return Ok((value, digest, listed.len()));

@@ -18,7 +18,9 @@
 //!
 //! 1. **Stage.** Each document is read (verified), migrated in memory and written to
 //!    `DIR/.durafile-migration.staging/KEY.json`. A step that fails, or a crash, ends here:
-//!    the staging directory is thrown away and no document has changed.
+//!    the staging directory is thrown away and no document has changed. The staging
+//!    directory is private (0700) and each staged copy takes its document's permission bits,
+//!    owner and group.
 //! 2. **Commit.** The staging directory is fsynced and the journal
 //!    `DIR/.durafile-migration.journal` is written durably. From here on the migration rolls
 //!    forward.

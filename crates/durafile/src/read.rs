@@ -21,7 +21,11 @@ use crate::target::Target;
 ///
 /// At [`Step::Read`] with the OS error (NotFound for a missing file);
 /// [`Error::ChecksumMismatch`] when the content is not what durafile wrote;
-/// [`Error::MissingChecksum`] when [`Options::checksum`] requires a sidecar and there is none;
+/// [`Error::MissingChecksum`] when [`Options::checksum`] requires a sidecar and there is none,
+/// and [`Error::BadChecksumFile`] when it requires one and the file at the sidecar's name is
+/// not durafile's (without the option such a file is not verified against);
+/// [`Error::ChecksumFileRefused`] when a link, a FIFO or another user's file is at the
+/// sidecar's name (see [`crate::checksum`]);
 /// at [`Step::Lock`] when [`Options::lock_reads`] is set and the shared lock is not had in time.
 ///
 /// # Examples

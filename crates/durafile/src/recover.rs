@@ -11,6 +11,20 @@
 //! The orphan is removed while its lock is held, and a writer checks after locking its new
 //! temp file that the file is still linked; so a writer that created a temp file an instant
 //! before this scan saw it can never lose it unknowingly (it starts over with a new name).
+//!
+//! A name is not proof, though: in a shared directory anyone can make a file called
+//! `.notes.df-ABCDEFGHIJ.tmp`, and recovery may run as root. So a file is removed only when it
+//! is provably a dead durafile writer's: a regular file with one link, opened
+//! `O_NOFOLLOW|O_NONBLOCK`; the lock file of the file it was for exists (every writer creates
+//! that first); it is owned by the owner of that file or of the directory; and its flock is
+//! free. Everything else is reported with the reason, and an error on one file (EPERM on
+//! another user's file in a sticky directory) is reported without stopping the scan.
+//!
+//! # Sidecars
+//!
+//! A sidecar is read as every durafile reader reads it (see [`crate::checksum`]): a link, a
+//! FIFO, another user's file or one not in durafile's format is listed in
+//! [`Recovery::not_ours`] and left alone, never opened blocking, followed or rewritten.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, TryLockError};

@@ -17,6 +17,10 @@
 //! - [`StateManager::rollback`] copies an older generation into a new one, atomically, so a
 //!   rollback is itself a generation that can be rolled back.
 //!
+//! A new generation (and its sidecar) takes the permission bits, owner and group of the newest
+//! one before it, unless the options set a mode: a state kept 0600 stays 0600, and a rollback
+//! run by root leaves files the application's user can still read.
+//!
 //! Saves, rollbacks and pruning hold the exclusive lock of `DIR/NAME` (`DIR/.NAME.lock`), so
 //! several processes can share one state directory; loads take no lock.
 
