@@ -343,6 +343,8 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
     let file = match sys::open_nofollow(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // `NAME.sha256` cannot exist when NAME is within 7 bytes of the filesystem's limit.
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(refuse(
                 "it is a symbolic link, and durafile never follows one at a checksum file's \
@@ -663,6 +665,34 @@ mod tests {
             "abc  a.json\n".to_string(),
         ] {
             assert!(parse_sidecar(bad.as_bytes(), name).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_durafiles_exact_one_file_form_is_ours() {
+        let name = OsStr::new("a.json");
+        let (d1, d2) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(ours(&format_sidecar(&[d1], name), name), Ok(vec![d1]));
+        assert_eq!(
+            ours(&format_sidecar(&[d1, d2], name), name),
+            Ok(vec![d1, d2])
+        );
+        let weird = OsStr::new("new\nline");
+        assert_eq!(ours(&format_sidecar(&[d1], weird), weird), Ok(vec![d1]));
+        for text in [
+            format_sidecar(&[d1, d1], name),
+            format_sidecar(&[d1, d2, [3; 32]], name),
+            format!("{} *a.json\n", to_hex(&d1)).into_bytes(),
+            format!("{}  a.json", to_hex(&d1)).into_bytes(),
+            format!("{}  a.json\n\n", to_hex(&d1)).into_bytes(),
+            format!("{}  a.json\n", to_hex(&[0xab; 32]).to_uppercase()).into_bytes(),
+            format!("# note\n{}  a.json\n", to_hex(&d1)).into_bytes(),
+        ] {
+            assert!(
+                ours(&text, name).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
         }
     }
 

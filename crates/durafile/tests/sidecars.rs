@@ -451,3 +451,19 @@ fn successors_take_their_predecessors_mode_and_owner() {
         assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o600, owner), "{key}");
     }
 }
+
+/// A name too long to have a sidecar (`NAME.sha256` over 255 bytes) has none: plain writes
+/// and reads work, and only a write that asks for a checksum fails, saying why.
+#[test]
+fn a_name_too_long_for_a_sidecar_can_still_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n".repeat(250));
+    durafile::write(&data, b"one", &Options::new()).unwrap();
+    durafile::write(&data, b"two", &Options::new()).unwrap();
+    assert_eq!(durafile::read(&data, &Options::new()).unwrap(), b"two");
+    let before = snapshot(dir.path());
+    let err = durafile::write(&data, b"three", &Options::new().checksum(true)).unwrap_err();
+    assert_eq!(err.step(), Some(Step::ChecksumBegin), "{err}");
+    assert!(err.to_string().contains("too long"), "{err}");
+    assert_eq!(snapshot(dir.path()), before);
+}
