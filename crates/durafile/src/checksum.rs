@@ -42,7 +42,8 @@
 //! `NAME.sha256` is also the name people give their own `sha256sum` output, and in a shared
 //! directory another user may plant anything there. So the sidecar is opened with
 //! `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), must be a regular file
-//! (fstat) owned by the data file's owner, by root or by the caller, and is read no further
+//! (fstat) owned by the data file's owner (the directory's when there is no data file), by
+//! root or by the caller, and is read no further
 //! than 64 KiB. A link, a FIFO, a device or another user's file is refused with
 //! [`Error::ChecksumFileRefused`], naming what it is or whose it is, by reads and writes alike,
 //! before anything changes; every mode change of a sidecar goes through a descriptor.
@@ -263,7 +264,8 @@ pub(crate) enum Sidecar {
 
 /// Reads `target`'s sidecar without trusting what is at its name: opened
 /// `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), required to be a regular
-/// file owned by the data file's owner, by root or by this process's user, and read no
+/// file owned by the data file's owner (the directory's owner when there is no data file), by
+/// root or by this process's user, and read no
 /// further than [`SIDECAR_CAP`]. `step` labels the errors: [`Step::Verify`] for a read,
 /// [`Step::ChecksumBegin`] for a write.
 pub(crate) fn load_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
@@ -362,13 +364,24 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
         )));
     }
     let owner = meta.uid();
-    let data_owner = target.meta.as_ref().map_or_else(sys::euid, |m| m.uid());
-    if owner != 0 && owner != data_owner && owner != sys::euid() {
+    if owner == 0 || owner == sys::euid() {
+        return Ok(Some((file, meta)));
+    }
+    // Whose sidecar it should be: the data file's owner's, or with no data file (deleted, or
+    // not written yet) the directory owner's.
+    let (expected, whose) = match &target.meta {
+        Some(data) => (Some(data.uid()), "the file's owner"),
+        None => (
+            fs::metadata(&target.dir).ok().map(|d| d.uid()),
+            "the directory's owner",
+        ),
+    };
+    if Some(owner) != expected {
         return Err(refuse(format!(
-            "it is owned by {}, not by the file's owner {} or root, so durafile does not trust \
-             it (nothing was changed; its owner or the directory's owner must remove it)",
+            "it is owned by {}, not by {whose} {}, root or you, so durafile does not trust it \
+             (nothing was changed; its owner or the directory's owner must remove it)",
             sys::describe_user(owner),
-            sys::describe_user(data_owner)
+            expected.map_or_else(|| "(unknown)".to_owned(), sys::describe_user)
         )));
     }
     Ok(Some((file, meta)))

@@ -32,7 +32,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::checksum::{self, Phase, Sidecar};
+use crate::checksum::{self, Digest, Phase, Sidecar};
 use crate::error::{Error, Result, Step};
 use crate::lock::{self, LockMode};
 use crate::names;
@@ -302,6 +302,16 @@ fn recover_one(dir: &Path, sidecar: &Path, dry_run: bool, found: &mut Recovery) 
         // The data path is a symlink elsewhere or not a file: this sidecar is not its.
         _ => return Ok(()),
     };
+    // A file that is not durafile's is reported without making a lock file beside it.
+    if ours(
+        checksum::load_sidecar(&target, Step::Verify),
+        &target,
+        found,
+    )?
+    .is_none()
+    {
+        return Ok(());
+    }
     let _lock = match lock::lock_target(&target, LockMode::Exclusive, Some(BUSY_TIMEOUT)) {
         Ok(lock) => lock,
         Err(Error::LockTimeout { .. }) => {
@@ -310,20 +320,14 @@ fn recover_one(dir: &Path, sidecar: &Path, dry_run: bool, found: &mut Recovery) 
         }
         Err(e) => return Err(e),
     };
-    let listed = match checksum::load_sidecar(&target, Step::Verify) {
-        Ok(Sidecar::Ours(listed)) => listed,
-        Ok(Sidecar::Absent) => return Ok(()),
-        Ok(Sidecar::Foreign(reason)) => {
-            found
-                .not_ours
-                .push(checksum::foreign_error(&target, reason));
-            return Ok(());
-        }
-        Err(e @ Error::ChecksumFileRefused { .. }) => {
-            found.not_ours.push(e);
-            return Ok(());
-        }
-        Err(e) => return Err(e),
+    // Again under the lock: a writer may have replaced it meanwhile.
+    let Some(listed) = ours(
+        checksum::load_sidecar(&target, Step::Verify),
+        &target,
+        found,
+    )?
+    else {
+        return Ok(());
     };
     // The data file as the sidecar's: not through a link, not blocking on a FIFO.
     let hashed = sys::open_nofollow(&target.resolved).and_then(|file| {
@@ -362,4 +366,26 @@ fn recover_one(dir: &Path, sidecar: &Path, dry_run: bool, found: &mut Recovery) 
         found.checksums_completed.push(sidecar.to_path_buf());
     }
     Ok(())
+}
+
+/// The digests of a sidecar that is durafile's; `None` when there is none, or when it is not
+/// durafile's, which is then recorded in [`Recovery::not_ours`].
+fn ours(
+    loaded: Result<Sidecar>,
+    target: &Target,
+    found: &mut Recovery,
+) -> Result<Option<Vec<Digest>>> {
+    match loaded {
+        Ok(Sidecar::Ours(listed)) => Ok(Some(listed)),
+        Ok(Sidecar::Absent) => Ok(None),
+        Ok(Sidecar::Foreign(reason)) => {
+            found.not_ours.push(checksum::foreign_error(target, reason));
+            Ok(None)
+        }
+        Err(e @ Error::ChecksumFileRefused { .. }) => {
+            found.not_ours.push(e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -114,15 +114,25 @@ fn special_files_named_like_temp_files_are_left_alone() {
 #[ignore = "run by the tests of this file as a child process"]
 fn child_entry() {
     let Some(role) = common::role() else { return };
-    assert_eq!(role, "recover");
     let dir = PathBuf::from(std::env::var_os("TARGET").unwrap());
-    match durafile::recover::recover(&dir, false) {
-        Ok(found) => common::say(format!(
+    match (role.as_str(), durafile::recover::recover(&dir, false)) {
+        ("recover", Ok(found)) => common::say(format!(
             "ok removed={:?} left_alone={}",
             found.orphans.removed,
             found.orphans.left_alone.len()
         )),
-        Err(e) => common::say(format!("err {e}")),
+        ("recover_sidecars", Ok(found)) => common::say(format!(
+            "ok missing={:?} not_ours={} {:?}",
+            found.missing,
+            found.not_ours.len(),
+            found
+                .not_ours
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        )),
+        (_, Err(e)) => common::say(format!("err {e}")),
+        (other, _) => panic!("unknown role {other}"),
     }
 }
 
@@ -159,4 +169,54 @@ fn an_error_on_one_file_does_not_stop_the_scan() {
         out.stderr
     );
     assert_eq!(snapshot(d), expected);
+}
+
+/// A sidecar whose data file is gone is the directory owner's evidence when the directory
+/// owner (or root) made it, and is listed as missing even when root recovers; one another
+/// user planted in a shared directory is listed as not durafile's, and left as it is.
+#[test]
+fn a_planted_sidecar_without_data_is_not_taken_for_a_missing_file() {
+    if !privdrop::can_switch("a_planted_sidecar_without_data_is_not_taken_for_a_missing_file") {
+        return;
+    }
+    // The victim's own directory: their data file `gone` was deleted, its sidecar remains.
+    let own = tempfile::tempdir().unwrap();
+    lchown(own.path(), Some(VICTIM), Some(VICTIM)).unwrap();
+    let line = format!("{}  gone\n", "ab".repeat(32));
+    plant(own.path(), "gone.sha256", VICTIM, &line);
+    let found = durafile::recover::recover(own.path(), false).unwrap();
+    assert_eq!(
+        found.missing,
+        [own.path().join("gone")],
+        "{:?}",
+        found.not_ours
+    );
+
+    // A shared directory owned by root: the attacker's sidecar for a file nobody has.
+    let shared = shared_dir();
+    plant(
+        shared.path(),
+        "ghost.sha256",
+        ATTACKER,
+        &line.replace("gone", "ghost"),
+    );
+    let before = snapshot(shared.path());
+    let out = privdrop::run(
+        &mut privdrop::child(
+            "child_entry",
+            "recover_sidecars",
+            VICTIM,
+            &[("TARGET", shared.path())],
+        ),
+        Duration::from_secs(20),
+    );
+    let said: Vec<&str> = common::heard(&out.stdout).collect();
+    assert_eq!(said.len(), 1, "{}", out.stderr);
+    assert!(
+        said[0].starts_with("ok missing=[] not_ours=1"),
+        "{}",
+        said[0]
+    );
+    assert!(said[0].contains("owned by uid 64002"), "{}", said[0]);
+    assert_eq!(snapshot(shared.path()), before);
 }
