@@ -370,25 +370,6 @@ fn a_sha256sum_line_for_this_file_alone_is_kept_current() {
     ));
 }
 
-/// An interrupted write's two-digest sidecar stays at most two lines through the next write
-/// (it used to grow a line per interrupted write, into a format no reader accepted).
-#[test]
-fn an_in_flight_sidecar_never_grows_past_two_digests() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let digest = |b: &[u8]| checksum::to_hex(&checksum::hash_reader(b).unwrap());
-    fs::write(&data, b"b").unwrap();
-    let pair = format!("{}  data\n{}  data\n", digest(b"a"), digest(b"b"));
-    fs::write(dir.path().join("data.sha256"), &pair).unwrap();
-    let mut file = durafile::AtomicFile::new(&data, &Options::new()).unwrap();
-    std::io::Write::write_all(&mut file, b"c").unwrap();
-    file.commit().unwrap();
-    assert_eq!(
-        fs::read_to_string(dir.path().join("data.sha256")).unwrap(),
-        format!("{}  data\n", digest(b"c"))
-    );
-}
-
 /// The mode, owner and group a new state generation, a rollback and a staged migration copy
 /// get: those of the previous generation or the document, never the process's defaults.
 #[test]
