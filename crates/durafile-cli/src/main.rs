@@ -81,8 +81,10 @@ enum Cmd {
     /// updates, and list (never delete) files that fail verification.
     ///
     /// Safe to run while applications write: live writers' files are left alone, and each
-    /// checksummed file is examined under its lock. Exits 1 when a file is damaged, missing
-    /// while its checksum file exists, or too busy to examine.
+    /// checksummed file is examined under its lock. A temp file is removed only when it is
+    /// provably a dead durafile writer's (its lock file exists, its owner is the file's or the
+    /// directory's, nobody holds it); others are listed with the reason. Exits 1 when a file is
+    /// damaged, missing while its checksum file exists, too busy to examine, or unreadable.
     Recover {
         /// The directory to recover (not its subdirectories).
         dir: PathBuf,
@@ -479,11 +481,8 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
         ))?;
     }
     for left in &found.orphans.left_alone {
-        say(format!(
-            "left alone {}: {}",
-            left.path.display(),
-            left.reason
-        ))?;
+        // Quoted: often other users' names, which may hold escape sequences or newlines.
+        say(format!("left alone {:?}: {}", left.path, left.reason))?;
     }
     for e in &found.not_ours {
         say(format!("NOT OURS {e}"))?;
