@@ -43,10 +43,12 @@
 //! directory another user may plant anything there. So the sidecar is opened with
 //! `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), must be a regular file
 //! (fstat) owned by the data file's owner (the directory's when there is no data file), by
-//! root or by the caller, and is read no further
-//! than 64 KiB. A link, a FIFO, a device or another user's file is refused with
-//! [`Error::ChecksumFileRefused`], naming what it is or whose it is, by reads and writes alike,
-//! before anything changes; every mode change of a sidecar goes through a descriptor.
+//! root or by the caller, and is read no further than 64 KiB. A link, a FIFO, a device or
+//! another user's file is refused with [`Error::ChecksumFileRefused`], naming what it is or
+//! whose it is, by reads and writes alike, before anything changes; every mode change of a
+//! sidecar goes through a descriptor. A reader without a lock judges a refusal again under the
+//! shared lock: a group member writing the owner's file makes a sidecar of their own an
+//! instant before their data replaces the owner's.
 //!
 //! A regular, trusted file is durafile's only when it is byte for byte what durafile writes for
 //! this one file: one `<digest>  NAME` line, or two while a write is in flight. Anything else
@@ -265,9 +267,8 @@ pub(crate) enum Sidecar {
 /// Reads `target`'s sidecar without trusting what is at its name: opened
 /// `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), required to be a regular
 /// file owned by the data file's owner (the directory's owner when there is no data file), by
-/// root or by this process's user, and read no
-/// further than [`SIDECAR_CAP`]. `step` labels the errors: [`Step::Verify`] for a read,
-/// [`Step::ChecksumBegin`] for a write.
+/// root or by this process's user, and read no further than [`SIDECAR_CAP`]. `step` labels
+/// the errors: [`Step::Verify`] for a read, [`Step::ChecksumBegin`] for a write.
 pub(crate) fn load_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
     let Some((mut file, meta)) = open_checked(target, step)? else {
         return Ok(Sidecar::Absent);
@@ -310,11 +311,9 @@ fn ours(text: &[u8], name: &OsStr) -> Result<Vec<Digest>, String> {
         ));
     }
     if format_sidecar(&digests, name) != text {
-        return Err(
-            "it is not byte for byte durafile's format (a binary-mode `*`, upper-case \
-                    hex, a blank line or a missing final newline)"
-                .into(),
-        );
+        let why = "it is not byte for byte durafile's format (a binary-mode `*`, upper-case \
+                   hex, a blank line or a missing final newline)";
+        return Err(why.into());
     }
     Ok(digests)
 }
