@@ -82,8 +82,8 @@ enum Cmd {
     ///
     /// Safe to run while applications write: live writers' files are left alone, and each
     /// checksummed file is examined under its lock. A temp file is removed only when it is
-    /// provably a dead durafile writer's (its lock file exists, its owner is the file's or the
-    /// directory's, nobody holds it); others are listed with the reason. Exits 1 when a file is
+    /// provably a dead durafile writer's (its lock file exists, its owner is yours, the file's or
+    /// the directory's, nobody holds it); others are listed with the reason. Exits 1 when a file is
     /// damaged, missing while its checksum file exists, too busy to examine, or unreadable.
     Recover {
         /// The directory to recover (not its subdirectories).

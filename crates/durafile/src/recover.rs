@@ -16,9 +16,10 @@
 //! `.notes.df-ABCDEFGHIJ.tmp`, and recovery may run as root. So a file is removed only when it
 //! is provably a dead durafile writer's: a regular file with one link, opened
 //! `O_NOFOLLOW|O_NONBLOCK`; the lock file of the file it was for exists (every writer creates
-//! that first); it is owned by the owner of that file or of the directory; and its flock is
-//! free. Everything else is reported with the reason, and an error on one file (EPERM on
-//! another user's file in a sticky directory) is reported without stopping the scan.
+//! that first); it is owned by the owner of that file or of the directory, or by the caller;
+//! and its flock is free. Everything else is reported with the reason, and an error on one
+//! file (EPERM on another user's file in a sticky directory) is reported without stopping the
+//! scan.
 //!
 //! # Sidecars
 //!
@@ -70,7 +71,8 @@ pub struct LeftAlone {
 /// - the lock file of the file it was for exists (`.NAME.lock`, or the lock that covers it:
 ///   a sidecar's data file's, a state generation's state's), since every durafile writer
 ///   creates that before its temp file;
-/// - it is owned by the owner of `NAME` or by the owner of the directory;
+/// - it is owned by the owner of `NAME`, by the owner of the directory, or by the caller (a
+///   file of the caller's own is never another user's);
 /// - nobody holds its flock: this scan takes it, on its own descriptor, and removes the file
 ///   while holding it.
 ///
@@ -153,9 +155,11 @@ fn examine(
                 .unwrap_or_default()
         ));
     };
-    if meta.uid() != dir_owner && Some(meta.uid()) != target_owner {
+    // Yours, or made for the file's or the directory's owner: never another user's file.
+    let owner = meta.uid();
+    if owner != sys::euid() && owner != dir_owner && Some(owner) != target_owner {
         return Err(format!(
-            "it is owned by {}, neither the owner of {:?} nor of the directory",
+            "it is owned by {}, neither you nor the owner of {:?} or of the directory",
             sys::describe_user(meta.uid()),
             target
         ));
@@ -188,9 +192,6 @@ fn covered_target(
     let listed = listing.iter().filter(|n| names::is_temp_of(temp, n));
     let candidates = std::iter::once(&shown).chain(listed);
     for name in candidates {
-        if !names::is_temp_of(temp, name) {
-            continue;
-        }
         let covered = covering_locks(name)
             .iter()
             .any(|lock| fs::symlink_metadata(dir.join(lock)).is_ok_and(|m| m.is_file()));
