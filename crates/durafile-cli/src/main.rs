@@ -81,8 +81,10 @@ enum Cmd {
     /// updates, and list (never delete) files that fail verification.
     ///
     /// Safe to run while applications write: live writers' files are left alone, and each
-    /// checksummed file is examined under its lock. Exits 1 when a file is damaged, missing
-    /// while its checksum file exists, or too busy to examine.
+    /// checksummed file is examined under its lock. A temp file is removed only when it is
+    /// provably a dead durafile writer's (its lock file exists, its owner is yours, the file's or
+    /// the directory's, nobody holds it); others are listed with the reason. Exits 1 when a file is
+    /// damaged, missing while its checksum file exists, too busy to examine, or unreadable.
     Recover {
         /// The directory to recover (not its subdirectories).
         dir: PathBuf,
@@ -501,6 +503,20 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
             p.display()
         ))?;
     }
+    for left in &found.orphans.left_alone {
+        // Quoted: often other users' names, which may hold escape sequences or newlines.
+        say(format!(
+            "left alone {}: {}",
+            durafile::error::quote(&left.path),
+            left.reason
+        ))?;
+    }
+    for e in &found.not_ours {
+        say(format!("NOT OURS {e}"))?;
+    }
+    for e in &found.errors {
+        say(format!("ERROR {e}"))?;
+    }
     for p in &found.checksums_completed {
         say(format!(
             "{completed} interrupted checksum update {}",
@@ -532,7 +548,10 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
         found.missing.len(),
         found.busy.len()
     ))?;
-    let clean = found.damaged.is_empty() && found.missing.is_empty() && found.busy.is_empty();
+    let clean = found.damaged.is_empty()
+        && found.missing.is_empty()
+        && found.busy.is_empty()
+        && found.errors.is_empty();
     Ok(if clean {
         ExitCode::SUCCESS
     } else {

@@ -51,7 +51,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::checksum::{self, Digest, Hasher, Phase};
@@ -133,6 +133,9 @@ pub struct AtomicFile {
     /// The path's exclusive lock; `None` when the caller holds a lock that covers the file
     /// (a state directory's lock covers its generation files).
     _lock: Option<FileLock>,
+    /// Whose owner and group the new file and its sidecar get: the target's, or for a new
+    /// file the predecessor the caller named.
+    owner: Option<fs::Metadata>,
 }
 
 #[derive(Debug)]
@@ -165,22 +168,33 @@ impl AtomicFile {
         // Refuse before the lock file is made: nothing is created beside a refused target.
         check_target(&target)?;
         let lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
-        AtomicFile::create(target, opts, Some(lock))
+        AtomicFile::create(target, opts, Some(lock), None)
     }
 
     /// [`AtomicFile::new`] with the path's exclusive lock already taken (a group commit takes
     /// its locks in a global order, so that two batches cannot deadlock).
     pub(crate) fn with_lock(path: &Path, opts: &Options, lock: FileLock) -> Result<AtomicFile> {
-        AtomicFile::create(Target::resolve(path)?, opts, Some(lock))
+        AtomicFile::create(Target::resolve(path)?, opts, Some(lock), None)
     }
 
     /// [`AtomicFile::new`] for a file whose writers are already excluded by a lock the caller
-    /// holds, so that no lock file is made for it.
-    pub(crate) fn new_covered(path: &Path, opts: &Options) -> Result<AtomicFile> {
-        AtomicFile::create(Target::resolve(path)?, opts, None)
+    /// holds, so that no lock file is made for it. A new file takes the permission bits,
+    /// owner and group of `predecessor` (the file it succeeds: a state's previous generation,
+    /// the document a migration stages), unless `opts` sets a mode.
+    pub(crate) fn new_covered(
+        path: &Path,
+        opts: &Options,
+        predecessor: Option<&fs::Metadata>,
+    ) -> Result<AtomicFile> {
+        AtomicFile::create(Target::resolve(path)?, opts, None, predecessor)
     }
 
-    fn create(mut target: Target, opts: &Options, lock: Option<FileLock>) -> Result<AtomicFile> {
+    fn create(
+        mut target: Target,
+        opts: &Options,
+        lock: Option<FileLock>,
+        predecessor: Option<&fs::Metadata>,
+    ) -> Result<AtomicFile> {
         // Read the target's mode and owner under the lock: a writer that went before us may
         // have replaced it since we resolved the path.
         target.refresh()?;
@@ -188,7 +202,8 @@ impl AtomicFile {
         let mode = match (opts.get_mode(), &target.meta) {
             (Some(mode), _) => mode,
             (None, Some(meta)) => meta.permissions().mode() & 0o777,
-            (None, None) => 0o666 & !sys::umask(),
+            // A successor is as private as its predecessor (setuid and setgid not carried over).
+            (None, None) => predecessor.map_or(0o666 & !sys::umask(), |m| m.mode() & 0o777),
         };
         let sidecar = checksum::sidecar_name(&target.name);
         if opts.get_checksum() && sidecar.len() > names::NAME_MAX {
@@ -206,14 +221,7 @@ impl AtomicFile {
         // Pin the directory we resolved: a directory swapped for a link since is refused, and
         // one swapped later is not followed.
         target.pin_dir(Step::CreateTemp)?;
-        let checksum = match checksum::read_sidecar(&target) {
-            Ok(Some(listed)) => Some(Some(listed)),
-            Ok(None) => opts.get_checksum().then_some(None),
-            // A sidecar that is not ours to read is replaced with a correct one.
-            Err(Error::BadChecksumFile { .. }) => Some(None),
-            Err(e) => return Err(e),
-        }
-        .map(|old| Checksum {
+        let checksum = checksum::for_write(&target, opts.get_checksum())?.map(|old| Checksum {
             hasher: Hasher::default(),
             old,
         });
@@ -228,6 +236,7 @@ impl AtomicFile {
             }
         };
         let (file, temp) = create_recorded_temp(&target, &target.name, record)?;
+        let owner = target.meta.clone().or_else(|| predecessor.cloned());
         Ok(AtomicFile {
             target,
             temp,
@@ -241,6 +250,7 @@ impl AtomicFile {
             checksum,
             require_checksum: opts.get_checksum(),
             _lock: lock,
+            owner,
         })
     }
 
@@ -349,15 +359,14 @@ impl AtomicFile {
         };
         if had_sidecar && old == [new] {
             // Same content: the sidecar stays, but follows a change of the file's mode.
-            let sidecar = checksum::sidecar_of(&self.target);
-            fs::set_permissions(sidecar, fs::Permissions::from_mode(self.mode & 0o777))
-                .map_err(self.at(Step::ChecksumBegin))?;
+            checksum::set_sidecar_mode(&self.target, self.mode)?;
             return Ok(None);
         }
         let mut listed: Vec<Digest> = old.iter().copied().filter(|d| *d != new).collect();
         listed.push(new);
         let sync = self.durability != Durability::None;
-        checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode)?;
+        let owner = self.owner.as_ref();
+        checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode, owner)?;
         if sync && sync_dir {
             self.target.with_dir(Step::ChecksumBegin, |dir| {
                 dir.sync_all().map_err(self.at(Step::ChecksumBegin))
@@ -374,7 +383,9 @@ impl AtomicFile {
         if old.is_empty() {
             let _ = fs::remove_file(checksum::sidecar_of(&self.target));
         } else {
-            let _ = checksum::write_sidecar(&self.target, old, Phase::Finish, sync, self.mode);
+            let owner = self.owner.as_ref();
+            let _ =
+                checksum::write_sidecar(&self.target, old, Phase::Finish, sync, self.mode, owner);
         }
     }
 
@@ -395,7 +406,7 @@ impl AtomicFile {
         self.out.flush().map_err(self.at(Step::Write))?;
         let file = self.out.get_ref();
         fault::point("durafile::set_permissions")
-            .and_then(|()| match &self.target.meta {
+            .and_then(|()| match &self.owner {
                 Some(meta) => sys::copy_owner(file, meta),
                 None => Ok(()),
             })
@@ -568,7 +579,8 @@ impl Staged {
             Some((_, new)) => {
                 let f = &self.file;
                 let sync = f.durability != Durability::None;
-                checksum::write_sidecar(&f.target, &[new], Phase::Finish, sync, f.mode)
+                let owner = f.owner.as_ref();
+                checksum::write_sidecar(&f.target, &[new], Phase::Finish, sync, f.mode, owner)
             }
             None => Ok(()),
         }
@@ -682,8 +694,14 @@ pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>, opts: &Options)
 
 /// [`write`] for a file whose writers are already excluded by a lock the caller holds (a
 /// state's generations, a migration's journal and staged documents): no lock file of its own.
-pub(crate) fn write_covered(path: &Path, contents: &[u8], opts: &Options) -> Result<()> {
-    let mut file = AtomicFile::new_covered(path, opts)?;
+/// A new file takes after `predecessor`, as for [`AtomicFile::new_covered`].
+pub(crate) fn write_covered(
+    path: &Path,
+    contents: &[u8],
+    opts: &Options,
+    predecessor: Option<&fs::Metadata>,
+) -> Result<()> {
+    let mut file = AtomicFile::new_covered(path, opts, predecessor)?;
     // A failed write is remembered by `file`; the commit reports it with its step and path.
     let _ = file.write_all(contents);
     file.commit()

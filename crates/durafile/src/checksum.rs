@@ -31,10 +31,32 @@
 //! the data outside durafile (a flipped bit, a truncation, an appended line) matches none of
 //! the listed digests and is reported as [`Error::ChecksumMismatch`].
 //!
-//! The old digest comes from the old sidecar; a file that had none is hashed once, so that a
-//! crash during its first checksummed write cannot raise a false alarm. A writer keeps an
-//! existing sidecar up to date even when [`Options::checksum`] is off: a sidecar is never
-//! left stale by durafile.
+//! The old digest comes from the old sidecar; a file that had none (or whose sidecar an
+//! interrupted write left listing two) is hashed once, so that a crash during its write cannot
+//! raise a false alarm, and a sidecar never lists more than two digests. A writer keeps an
+//! existing sidecar of durafile's up to date even when [`Options::checksum`] is off: such a
+//! sidecar is never left stale by durafile.
+//!
+//! # Files at the sidecar's name that durafile did not write
+//!
+//! `NAME.sha256` is also the name people give their own `sha256sum` output, and in a shared
+//! directory another user may plant anything there. So the sidecar is opened with
+//! `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), must be a regular file
+//! (fstat) owned by the data file's owner (the directory's when there is no data file), by
+//! root or by the caller, and is read no further than 64 KiB. A link, a FIFO, a device or
+//! another user's file is refused with [`Error::ChecksumFileRefused`], naming what it is or
+//! whose it is, by reads and writes alike, before anything changes; every mode change of a
+//! sidecar goes through a descriptor. A reader without a lock judges a refusal again under the
+//! shared lock: a group member writing the owner's file makes a sidecar of their own an
+//! instant before their data replaces the owner's.
+//!
+//! A regular, trusted file is durafile's only when it is byte for byte what durafile writes for
+//! this one file: one `<digest>  NAME` line, or two while a write is in flight. Anything else
+//! (a list of several files, comments, another name, `sha256sum -b`'s `*`) is the user's:
+//! a plain write leaves it byte-identical, a plain read does not verify against it (durafile
+//! does not keep it current, so it could only raise false alarms), and a write or read with
+//! [`Options::checksum`], [`verify`] and recovery report it ([`Error::ChecksumFileRefused`] for
+//! a write, [`Error::BadChecksumFile`] otherwise) and change nothing.
 //!
 //! # Verifying without a lock
 //!
@@ -51,15 +73,16 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::atomic::create_temp;
-use crate::error::{Error, Result, Step};
+use crate::error::{Error, Owner, Result, Step};
 use crate::fault;
 use crate::lock::LockMode;
+use crate::names;
 #[cfg(doc)]
 use crate::options::Durability;
 use crate::options::Options;
@@ -224,23 +247,191 @@ fn unescape(s: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The digests `target`'s sidecar lists, `None` if it has none.
-pub(crate) fn read_sidecar(target: &Target) -> Result<Option<Vec<Digest>>> {
-    let path = sidecar_of(target);
-    let text = match fs::read(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // A name too long for a sidecar has none.
-        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => return Ok(None),
-        Err(e) => return Err(Error::io(Step::Verify, &target.given, e)),
+/// The most a sidecar durafile wrote can hold: two lines of at most ~580 bytes each. A file at
+/// the sidecar's name larger than this is not durafile's, and is never read past it.
+pub(crate) const SIDECAR_CAP: u64 = 64 * 1024;
+
+/// What is at a target's sidecar name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sidecar {
+    /// Nothing.
+    Absent,
+    /// durafile's own format for exactly this file: one digest, or two while a write is in
+    /// flight.
+    Ours(Vec<Digest>),
+    /// A regular file of a trusted owner in any other format (a `sha256sum` list of several
+    /// files, comments, another name): the user's, not durafile's. Left alone and not used;
+    /// the reason says why it is not durafile's.
+    Foreign(String),
+}
+
+/// Reads `target`'s sidecar without trusting what is at its name: opened
+/// `O_NOFOLLOW|O_NONBLOCK` (a link is refused, a FIFO cannot block), required to be a regular
+/// file owned by the data file's owner (the directory's owner when there is no data file), by
+/// root or by this process's user, and read no further than [`SIDECAR_CAP`]. `step` labels
+/// the errors: [`Step::Verify`] for a read, [`Step::ChecksumBegin`] for a write.
+pub(crate) fn load_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
+    let Some((mut file, meta)) = open_checked(target, step)? else {
+        return Ok(Sidecar::Absent);
     };
-    parse_sidecar(&text, &target.name)
-        .map(Some)
-        .map_err(|reason| Error::BadChecksumFile {
-            path: target.given.clone(),
-            sidecar: path,
-            reason,
-        })
+    let at = |e| Error::io(step, &target.given, e);
+    if meta.len() > SIDECAR_CAP {
+        return Ok(Sidecar::Foreign(too_large(meta.len())));
+    }
+    let mut text = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(SIDECAR_CAP + 1)
+        .read_to_end(&mut text)
+        .map_err(at)?;
+    if text.len() as u64 > SIDECAR_CAP {
+        return Ok(Sidecar::Foreign(too_large(text.len() as u64)));
+    }
+    Ok(match ours(&text, &target.name) {
+        Ok(digests) => Sidecar::Ours(digests),
+        Err(reason) => Sidecar::Foreign(reason),
+    })
+}
+
+fn too_large(len: u64) -> String {
+    format!(
+        "it holds {len} bytes or more, and a durafile checksum file never exceeds {} KiB",
+        SIDECAR_CAP / 1024
+    )
+}
+
+/// The digests of a sidecar in exactly the form durafile writes for `name`: one or two
+/// distinct digests, byte for byte what [`format_sidecar`] makes of them. Anything else,
+/// even what `sha256sum -c` accepts, is someone else's file.
+fn ours(text: &[u8], name: &OsStr) -> Result<Vec<Digest>, String> {
+    let digests = parse_sidecar(text, name)?;
+    let distinct = digests.len() == 1 || (digests.len() == 2 && digests[0] != digests[1]);
+    if !distinct {
+        return Err(format!(
+            "it lists {} digests, and durafile's lists one (two while a write is in flight)",
+            digests.len()
+        ));
+    }
+    if format_sidecar(&digests, name) != text {
+        let why = "it is not byte for byte durafile's format (a binary-mode `*`, upper-case \
+                   hex, a blank line or a missing final newline)";
+        return Err(why.into());
+    }
+    Ok(digests)
+}
+
+/// The error for a sidecar that is not durafile's where one is needed: a read that must
+/// verify, or `durafile verify`.
+pub(crate) fn foreign_error(target: &Target, reason: String) -> Error {
+    Error::BadChecksumFile {
+        path: target.given.clone(),
+        sidecar: sidecar_of(target),
+        reason: format!(
+            "{reason}; it is not durafile's checksum file, so durafile neither verifies against \
+             it nor updates it"
+        ),
+    }
+}
+
+/// Opens `target`'s sidecar as [`load_sidecar`] describes; `None` when there is none.
+fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadata)>> {
+    let path = sidecar_of(target);
+    let refuse = |reason: String| Error::ChecksumFileRefused {
+        step,
+        path: target.given.clone(),
+        sidecar: path.clone(),
+        reason,
+    };
+    let at = |e| Error::io(step, &target.given, e);
+    // `NAME.sha256` cannot exist when NAME is within 7 bytes of the name limit: such a file
+    // has no sidecar (a write that asks for one is refused before it gets here).
+    if sidecar_name(&target.name).len() > names::NAME_MAX {
+        return Ok(None);
+    }
+    // A writer reads through the directory it pinned; a reader by path, as it opened the data.
+    let opened = match target.pinned_dir() {
+        Some(dir) => sys::open_nofollow_at(dir, &sidecar_name(&target.name)),
+        None => sys::open_nofollow(&path),
+    };
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // A filesystem whose names are shorter than NAME_MAX.
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(refuse(
+                "it is a symbolic link, and durafile never follows one at a checksum file's \
+                 name (nothing was changed; remove the link)"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(at(e)),
+    };
+    let meta = file.metadata().map_err(at)?;
+    if !meta.is_file() {
+        return Err(refuse(format!(
+            "it is a {}, not a regular file (nothing was changed; remove it)",
+            crate::target::kind_of(&meta)
+        )));
+    }
+    let owner = meta.uid();
+    if owner == 0 || owner == sys::euid() {
+        return Ok(Some((file, meta)));
+    }
+    // Whose sidecar it should be: the data file's owner's, or with no data file (deleted, or
+    // not written yet) the directory owner's.
+    let (expected, whose) = match &target.meta {
+        Some(data) => (Some(data.uid()), "the file's owner"),
+        None => (
+            fs::metadata(&target.dir).ok().map(|d| d.uid()),
+            "the directory's owner",
+        ),
+    };
+    if Some(owner) != expected {
+        return Err(refuse(format!(
+            "it is owned by {}, not by {whose} {}, root or you, so durafile does not trust it \
+             (nothing was changed; its owner or the directory's owner must remove it)",
+            Owner(owner),
+            expected.map_or_else(|| "(unknown)".to_owned(), |uid| Owner(uid).to_string())
+        )));
+    }
+    Ok(Some((file, meta)))
+}
+
+/// What a writer of `target` does with its sidecar: `None` when it keeps none, else the
+/// digests it lists now (`None` inside when they must be worked out from the current content:
+/// there is no sidecar yet, or an interrupted write left two). A sidecar that is not
+/// durafile's is left alone, and refused when `required` ([`Options::checksum`]), before
+/// anything was changed.
+pub(crate) fn for_write(target: &Target, required: bool) -> Result<Option<Option<Vec<Digest>>>> {
+    Ok(match load_sidecar(target, Step::ChecksumBegin)? {
+        // One digest: the old one. Two: which is current is unknown; the writer hashes the
+        // old content, so the sidecar never lists more than two.
+        Sidecar::Ours(listed) => Some((listed.len() == 1).then_some(listed)),
+        Sidecar::Absent => required.then_some(None),
+        Sidecar::Foreign(_) if !required => None,
+        Sidecar::Foreign(reason) => {
+            return Err(Error::ChecksumFileRefused {
+                step: Step::ChecksumBegin,
+                path: target.given.clone(),
+                sidecar: sidecar_of(target),
+                reason: format!(
+                    "{reason}, so it is not durafile's checksum file and durafile will not \
+                     replace it (nothing was changed; move it away to write with checksums, or \
+                     write without them and it is left as it is)"
+                ),
+            });
+        }
+    })
+}
+
+/// Gives `target`'s existing sidecar `mode` through a descriptor (never a path, which could
+/// be swapped for a link in between), after the same checks as [`load_sidecar`].
+pub(crate) fn set_sidecar_mode(target: &Target, mode: u32) -> Result<()> {
+    let Some((file, _)) = open_checked(target, Step::ChecksumBegin)? else {
+        return Ok(()); // gone since the writer read it: nothing to follow the mode
+    };
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
+        .map_err(|e| Error::io(Step::ChecksumBegin, &target.given, e))
 }
 
 /// Which half of the pair protocol a sidecar replacement is.
@@ -253,14 +444,16 @@ pub(crate) enum Phase {
 /// Replaces `target`'s sidecar with one listing `digests`: temp file, fsync if `sync`, rename.
 /// After [`Phase::Begin`] the caller fsyncs the directory, so that it is durable before the
 /// data rename.
-/// The sidecar gets the data file's `mode` and owner: a digest of a private file can give
-/// away a guessable secret.
+/// The sidecar gets the data file's `mode` and the owner and group of `owner` (the data file's
+/// metadata, or its predecessor's for a new one): a digest of a private file can give away a
+/// guessable secret. Both are set through the temp file's descriptor.
 pub(crate) fn write_sidecar(
     target: &Target,
     digests: &[Digest],
     phase: Phase,
     sync: bool,
     mode: u32,
+    owner: Option<&fs::Metadata>,
 ) -> Result<()> {
     let (step, before_write, before_rename) = match phase {
         Phase::Begin => (
@@ -276,24 +469,30 @@ pub(crate) fn write_sidecar(
     };
     let at = |e| Error::io(step, &target.given, e);
     let name = sidecar_name(&target.name);
-    let sidecar = sidecar_of(target);
     let (mut file, temp) = create_temp(target, &name).map_err(|e| match e {
         Error::Io { source, .. } => at(source),
         other => other,
     })?;
     let written = fault::point(before_write)
         .and_then(|()| file.write_all(&format_sidecar(digests, &target.name)))
-        .and_then(|()| match &target.meta {
+        .and_then(|()| match owner {
             Some(meta) => sys::copy_owner(&file, meta),
             None => Ok(()),
         })
         .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode & 0o777)))
         .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
         .and_then(|()| fault::point(before_rename))
-        .and_then(|()| fs::rename(&temp, &sidecar));
+        .map_err(at)
+        .and_then(|()| {
+            // Through the directory the writer checked and pinned, as the data's rename is.
+            let temp_name = temp.file_name().unwrap_or_default();
+            target.with_dir(step, |dir| {
+                sys::rename_at(dir, temp_name, &name).map_err(at)
+            })
+        });
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
-        return Err(at(e));
+        return Err(e);
     }
     Ok(())
 }
@@ -318,8 +517,10 @@ pub enum Verification {
 /// # Errors
 ///
 /// [`Error::ChecksumMismatch`] when the content matches no listed digest,
-/// [`Error::BadChecksumFile`] when the sidecar is malformed, and [`Error::Io`] at
-/// [`Step::Read`] when the file cannot be read (NotFound when only the sidecar exists).
+/// [`Error::BadChecksumFile`] when the file at the sidecar's name is not in durafile's format,
+/// [`Error::ChecksumFileRefused`] when it is a link, not a regular file or another user's
+/// (see the [module docs](self)), and [`Error::Io`] at [`Step::Read`] when the file cannot be
+/// read (NotFound when only the sidecar exists).
 ///
 /// # Examples
 ///
@@ -337,9 +538,13 @@ pub enum Verification {
 /// ```
 pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
     let target = Target::resolve(path.as_ref())?;
-    let sidecar = sidecar_of(&target);
-    if !sidecar.exists() {
-        return Ok(Verification::NoChecksum);
+    // Look before hashing what may be a large file: no sidecar, or one that is not durafile's.
+    match load_sidecar(&target, Step::Verify) {
+        Ok(Sidecar::Absent) => return Ok(Verification::NoChecksum),
+        Ok(Sidecar::Foreign(reason)) => return Err(foreign_error(&target, reason)),
+        // A refusal is judged again by `verified`, where no writer can be half-way.
+        Ok(Sidecar::Ours(_)) | Err(Error::ChecksumFileRefused { .. }) => {}
+        Err(e) => return Err(e),
     }
     let ((), digest, listed) = verified(&target, &Options::new(), false, |file| {
         Ok(((), hash_reader(file)?))
@@ -373,15 +578,29 @@ pub(crate) fn verified<T>(
         }
         let mut file = File::open(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
-        let listed = match read_sidecar(target)? {
-            Some(listed) => listed,
-            None if opts.get_checksum() => {
+        let listed = match load_sidecar(target, Step::Verify) {
+            // A user who may write the file but not give files away (a group member) makes
+            // a sidecar of their own an instant before their data replaces the owner's: a
+            // refusal is only real once no durafile writer can be half-way.
+            Err(Error::ChecksumFileRefused { .. }) if !locked && shared.is_none() => {
+                let timeout = opts.get_lock_timeout();
+                shared = Some(crate::lock::lock_target(target, LockMode::Shared, timeout)?);
+                continue;
+            }
+            Err(e) => return Err(e),
+            Ok(Sidecar::Ours(listed)) => listed,
+            Ok(Sidecar::Absent) if opts.get_checksum() => {
                 return Err(Error::MissingChecksum {
                     path: target.given.clone(),
                     sidecar: sidecar_of(target),
                 });
             }
-            None => return Ok((value, digest, 0)),
+            Ok(Sidecar::Foreign(reason)) if opts.get_checksum() => {
+                return Err(foreign_error(target, reason));
+            }
+            // Not durafile's: it is not kept current by durafile's writes, so checking the
+            // content against it could only raise false alarms.
+            Ok(Sidecar::Absent | Sidecar::Foreign(_)) => return Ok((value, digest, 0)),
         };
         if listed.contains(&digest) {
             return Ok((value, digest, listed.len()));
@@ -475,6 +694,34 @@ mod tests {
             "abc  a.json\n".to_string(),
         ] {
             assert!(parse_sidecar(bad.as_bytes(), name).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_durafiles_exact_one_file_form_is_ours() {
+        let name = OsStr::new("a.json");
+        let (d1, d2) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(ours(&format_sidecar(&[d1], name), name), Ok(vec![d1]));
+        assert_eq!(
+            ours(&format_sidecar(&[d1, d2], name), name),
+            Ok(vec![d1, d2])
+        );
+        let weird = OsStr::new("new\nline");
+        assert_eq!(ours(&format_sidecar(&[d1], weird), weird), Ok(vec![d1]));
+        for text in [
+            format_sidecar(&[d1, d1], name),
+            format_sidecar(&[d1, d2, [3; 32]], name),
+            format!("{} *a.json\n", to_hex(&d1)).into_bytes(),
+            format!("{}  a.json", to_hex(&d1)).into_bytes(),
+            format!("{}  a.json\n\n", to_hex(&d1)).into_bytes(),
+            format!("{}  a.json\n", to_hex(&[0xab; 32]).to_uppercase()).into_bytes(),
+            format!("# note\n{}  a.json\n", to_hex(&d1)).into_bytes(),
+        ] {
+            assert!(
+                ours(&text, name).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&text)
+            );
         }
     }
 

@@ -255,6 +255,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file at the checksum sidecar's name that durafile will not read or replace: a link,
+    /// a FIFO or other non-regular file, one owned by another user, or (where checksums were
+    /// asked for) a file that is not durafile's own one-file format. Nothing was changed.
+    #[error(
+        "{step} {}: refused the checksum file {}: {reason}",
+        quote(path),
+        quote(sidecar)
+    )]
+    ChecksumFileRefused {
+        /// The step that read the sidecar: [`Step::Verify`] for a read, [`Step::ChecksumBegin`]
+        /// for a write.
+        step: Step,
+        /// The data file.
+        path: PathBuf,
+        /// The file at the sidecar's name.
+        sidecar: PathBuf,
+        /// What it is and what to do about it.
+        reason: String,
+    },
+
     /// The file is not valid JSON, or not JSON of the expected shape.
     #[error(
         "parse {}: {source} (fix or restore the file; durafile wrote it whole, so this content came from elsewhere or from an older program version)",
@@ -389,7 +409,9 @@ impl Error {
     /// The step that failed, for errors that happen at one.
     pub fn step(&self) -> Option<Step> {
         match self {
-            Error::Io { step, .. } | Error::Refused { step, .. } => Some(*step),
+            Error::Io { step, .. }
+            | Error::Refused { step, .. }
+            | Error::ChecksumFileRefused { step, .. } => Some(*step),
             Error::OwnFile { .. } => Some(Step::Resolve),
             Error::NotRegularFile { .. } => Some(Step::Inspect),
             Error::NoFileName { .. } => Some(Step::Resolve),
@@ -418,6 +440,7 @@ impl Error {
             | Error::ChecksumMismatch { path, .. }
             | Error::MissingChecksum { path, .. }
             | Error::BadChecksumFile { path, .. }
+            | Error::ChecksumFileRefused { path, .. }
             | Error::InvalidJson { path, .. }
             | Error::Serialize { path, .. }
             | Error::Migration { path, .. } => path,
@@ -453,9 +476,9 @@ impl From<Error> for io::Error {
             Error::NoFileName { .. } => io::ErrorKind::InvalidInput,
             Error::LockTimeout { .. } => io::ErrorKind::TimedOut,
             Error::AlreadyLocked { .. } => io::ErrorKind::Deadlock,
-            Error::ChecksumMismatch { .. } | Error::BadChecksumFile { .. } => {
-                io::ErrorKind::InvalidData
-            }
+            Error::ChecksumMismatch { .. }
+            | Error::BadChecksumFile { .. }
+            | Error::ChecksumFileRefused { .. } => io::ErrorKind::InvalidData,
             Error::MissingChecksum { .. } => io::ErrorKind::NotFound,
             Error::InvalidJson { .. } | Error::NoGoodState { .. } => io::ErrorKind::InvalidData,
             Error::Serialize { .. } | Error::InvalidKey { .. } => io::ErrorKind::InvalidInput,

@@ -18,7 +18,9 @@
 //!
 //! 1. **Stage.** Each document is read (verified), migrated in memory and written to
 //!    `DIR/.durafile-migration.staging/KEY.json`. A step that fails, or a crash, ends here:
-//!    the staging directory is thrown away and no document has changed.
+//!    the staging directory is thrown away and no document has changed. The staging
+//!    directory is private (0700) and each staged copy takes its document's permission bits,
+//!    owner and group.
 //! 2. **Commit.** The staging directory is fsynced and the journal
 //!    `DIR/.durafile-migration.journal` is written durably. From here on the migration rolls
 //!    forward.
@@ -41,6 +43,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -284,7 +287,12 @@ impl Migrator {
         let keys = docs.list()?;
         let mut entries = Vec::new();
         if !dry_run {
-            fs::create_dir_all(&staging).map_err(|e| Error::io(Step::CreateDir, &staging, e))?;
+            // Private: it holds copies of documents that may be private.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&staging)
+                .map_err(|e| Error::io(Step::CreateDir, &staging, e))?;
             // The staging directory's own entry must be durable before the journal names it.
             sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &staging, e))?;
         }
@@ -320,7 +328,11 @@ impl Migrator {
                 continue;
             }
             let bytes = docs.files().to_bytes(&path, &doc)?;
-            write_covered(&staging.join(format!("{key}.json")), &bytes, &staged_opts)?;
+            // The staged copy takes the document's mode, owner and group: it becomes the
+            // document, and must be no more readable than it was.
+            let original = fs::metadata(&path).map_err(|e| Error::io(Step::Inspect, &path, e))?;
+            let staged_path = staging.join(format!("{key}.json"));
+            write_covered(&staged_path, &bytes, &staged_opts, Some(&original))?;
             entries.push(JournalEntry {
                 key: key.clone(),
                 from,
@@ -339,7 +351,7 @@ impl Migrator {
         remove_dir_if_exists(&dir.join(BACKUP))?;
         let journal = Journal { to, entries };
         let journal_bytes = serde_json::to_vec(&journal).expect("a journal serialises");
-        write_covered(&dir.join(JOURNAL), &journal_bytes, &Options::new())?;
+        write_covered(&dir.join(JOURNAL), &journal_bytes, &Options::new(), None)?;
         report.conflicts.extend(apply(docs, &journal, progress)?);
         Ok(report)
     }

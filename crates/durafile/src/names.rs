@@ -44,14 +44,21 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     b[..end - RANDOM_LEN].ends_with(TEMP_MARK) && random.iter().all(u8::is_ascii_alphanumeric)
 }
 
-/// Whether `temp` is a temp name [`temp_name`] could have made for `name`.
+/// The name a temp name was made for, as far as it shows: the whole name, or for a name too
+/// long to fit its first bytes (then [`is_temp_of`] tells which listed name it belongs to).
+pub(crate) fn temp_target(temp: &OsStr) -> Option<OsString> {
+    if !is_temp_name(temp) {
+        return None;
+    }
+    let b = temp.as_bytes();
+    let end = b.len() - TEMP_MARK.len() - RANDOM_LEN - TEMP_SUFFIX.len();
+    Some(OsString::from_vec(b[1..end].to_vec()))
+}
+
+/// Whether `temp` has the shape of a temp name that [`temp_name`] makes for `name`.
 pub(crate) fn is_temp_of(temp: &OsStr, name: &OsStr) -> bool {
     let room = NAME_MAX - 1 - TEMP_MARK.len() - RANDOM_LEN - TEMP_SUFFIX.len();
-    let mut prefix = hidden(name, room);
-    prefix.extend_from_slice(TEMP_MARK);
-    is_temp_name(temp)
-        && temp.len() == prefix.len() + RANDOM_LEN + TEMP_SUFFIX.len()
-        && temp.as_bytes().starts_with(&prefix)
+    temp_target(temp).is_some_and(|shown| hidden(name, room)[1..] == *shown.as_bytes())
 }
 
 /// Whether `name` is one of durafile's own files beside a target (a lock or temp file), which
@@ -178,6 +185,19 @@ mod tests {
         for other in ["x.json", ".lock", "..lock", "a.lock", ".x.json"] {
             assert!(!is_own_name(OsStr::new(other)), "{other}");
         }
+    }
+
+    #[test]
+    fn a_temp_name_tells_its_target() {
+        let temp = temp_name(OsStr::new("state.json"));
+        assert_eq!(temp_target(&temp), Some("state.json".into()));
+        assert!(is_temp_of(&temp, OsStr::new("state.json")));
+        assert!(!is_temp_of(&temp, OsStr::new("state.jso")));
+        let long = OsString::from("n".repeat(255));
+        let temp = temp_name(&long);
+        assert!(is_temp_of(&temp, &long));
+        assert_ne!(temp_target(&temp), Some(long));
+        assert_eq!(temp_target(OsStr::new("state.json")), None);
     }
 
     #[test]

@@ -162,8 +162,9 @@ impl Options {
     /// makes a read of a file without one an error ([`crate::Error::MissingChecksum`]).
     ///
     /// Without it, durafile still verifies reads of files that have a sidecar and keeps an
-    /// existing sidecar up to date on writes; it just does not create one. See
-    /// [`crate::checksum`] for the protocol.
+    /// existing sidecar up to date on writes; it just does not create one. A file at the
+    /// sidecar's name in another format (a user's own `sha256sum` list) is left alone, and with
+    /// this option refused. See [`crate::checksum`] for the protocol.
     #[must_use]
     pub fn checksum(mut self, yes: bool) -> Options {
         self.checksum = yes;

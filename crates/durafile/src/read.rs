@@ -21,7 +21,11 @@ use crate::target::Target;
 ///
 /// At [`Step::Read`] with the OS error (NotFound for a missing file);
 /// [`Error::ChecksumMismatch`] when the content is not what durafile wrote;
-/// [`Error::MissingChecksum`] when [`Options::checksum`] requires a sidecar and there is none;
+/// [`Error::MissingChecksum`] when [`Options::checksum`] requires a sidecar and there is none,
+/// and [`Error::BadChecksumFile`] when it requires one and the file at the sidecar's name is
+/// not durafile's (without the option such a file is not verified against);
+/// [`Error::ChecksumFileRefused`] when a link, a FIFO or another user's file is at the
+/// sidecar's name (see [`crate::checksum`]);
 /// at [`Step::Lock`] when [`Options::lock_reads`] is set and the shared lock is not had in time.
 ///
 /// # Examples
@@ -77,8 +81,10 @@ fn shared_lock(target: &Target, opts: &Options) -> Result<Option<FileLock>> {
     lock::lock_target(target, LockMode::Shared, opts.get_lock_timeout()).map(Some)
 }
 
+/// Whether anything is at the sidecar's name. `lstat`, not `stat`: a link or a FIFO there
+/// goes on to be refused by [`checksum::verified`], never followed or opened blocking.
 fn needs_verify(target: &Target, opts: &Options) -> bool {
-    opts.get_checksum() || checksum::sidecar_of(target).exists()
+    opts.get_checksum() || std::fs::symlink_metadata(checksum::sidecar_of(target)).is_ok()
 }
 
 /// Reads the target, verified; `locked` says the caller holds a lock that keeps writers out.

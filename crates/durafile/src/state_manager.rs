@@ -17,6 +17,10 @@
 //! - [`StateManager::rollback`] copies an older generation into a new one, atomically, so a
 //!   rollback is itself a generation that can be rolled back.
 //!
+//! A new generation (and its sidecar) takes the permission bits, owner and group of the newest
+//! one before it, unless the options set a mode: a state kept 0600 stays 0600, and a rollback
+//! run by root leaves files the application's user can still read.
+//!
 //! Saves, rollbacks and pruning hold the exclusive lock of `DIR/NAME` (`DIR/.NAME.lock`), so
 //! several processes can share one state directory; loads take no lock.
 
@@ -42,6 +46,14 @@ const LOAD_ATTEMPTS: usize = 8;
 fn is_not_found(e: &Error) -> bool {
     e.io_error()
         .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
+}
+
+/// The state whose lock covers a file named `name`, when it is named like a generation
+/// (`STATE.N.json`): so that recovery can tell a dead save's temp file from a look-alike.
+pub(crate) fn state_of(name: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
+    let (state, number) = name.to_str()?.strip_suffix(".json")?.rsplit_once('.')?;
+    let canonical = number.parse::<u64>().is_ok_and(|n| n.to_string() == number);
+    (canonical && !state.is_empty()).then(|| state.into())
 }
 
 /// How many generations a [`StateManager`] keeps unless told otherwise.
@@ -153,7 +165,9 @@ impl StateManager {
     pub fn save_current_state<S: Serialize + ?Sized>(&self, state: &S) -> Result<u64> {
         let _lock = self.lock()?;
         let number = self.next_number()?;
-        let mut file = AtomicFile::new_covered(&self.path_of(number), self.files.options())?;
+        let previous = self.newest_meta()?;
+        let path = self.path_of(number);
+        let mut file = AtomicFile::new_covered(&path, self.files.options(), previous.as_ref())?;
         self.files.serialize_into(&mut file, state)?;
         file.commit()?;
         self.prune()?;
@@ -240,13 +254,30 @@ impl StateManager {
         let _lock = self.lock()?;
         let source = self.path_of(number);
         let bytes = crate::read(&source, self.files.options())?;
-        let had_checksum = checksum::sidecar_path(&source).exists();
+        // lstat: never through a link, never opening a FIFO (the read refused those anyway).
+        let had_checksum = fs::symlink_metadata(checksum::sidecar_path(&source)).is_ok();
         let opts = self.files.options();
         let opts = opts.clone().checksum(opts.get_checksum() || had_checksum);
         let next = self.next_number()?;
-        crate::atomic::write_covered(&self.path_of(next), &bytes, &opts)?;
+        let previous = self.newest_meta()?;
+        crate::atomic::write_covered(&self.path_of(next), &bytes, &opts, previous.as_ref())?;
         self.prune()?;
         Ok(next)
+    }
+
+    /// The newest generation's metadata: a new generation (and its sidecar) takes its mode,
+    /// owner and group, so a state kept private stays private. `None` before the first save.
+    fn newest_meta(&self) -> Result<Option<fs::Metadata>> {
+        let Some(newest) = self.history()?.into_iter().next() else {
+            return Ok(None);
+        };
+        match fs::symlink_metadata(&newest.path) {
+            Ok(meta) if meta.is_file() => Ok(Some(meta)),
+            // Pruned by a save we cannot see (none under our lock) or not a file: no model.
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(Step::Inspect, &newest.path, e)),
+        }
     }
 
     fn path_of(&self, number: u64) -> PathBuf {

@@ -72,6 +72,16 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// [`open_nofollow`] for `name` in the open directory `dir`.
+pub(crate) fn open_nofollow_at(dir: &File, name: &OsStr) -> io::Result<File> {
+    open_at(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        0,
+    )
+}
+
 /// A lock file opened by [`open_lock_file`].
 pub(crate) struct LockFile {
     pub file: File,

@@ -244,6 +244,11 @@ impl Target {
         Ok(())
     }
 
+    /// The directory [`Target::pin_dir`] opened, if a writer pinned it.
+    pub(crate) fn pinned_dir(&self) -> Option<&File> {
+        self.pinned.as_ref()
+    }
+
     /// Runs `f` on the pinned directory, or on one opened and checked for the call.
     pub(crate) fn with_dir<T>(&self, step: Step, f: impl FnOnce(&File) -> Result<T>) -> Result<T> {
         match &self.pinned {
@@ -308,7 +313,7 @@ fn check_link(given: &Path, link: &Path, meta: &fs::Metadata, dir: &Path) -> Res
     })
 }
 
-fn kind_of(meta: &fs::Metadata) -> &'static str {
+pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     if t.is_symlink() {

@@ -180,19 +180,32 @@ fn first_checksummed_write_over_an_existing_file() {
 }
 
 #[test]
-fn malformed_sidecar_is_reported_and_a_write_replaces_it() {
+fn malformed_sidecar_is_not_durafiles_so_it_is_reported_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     durafile::write(&path, b"{}", &with_checksum()).unwrap();
-    fs::write(dir.path().join("state.json.sha256"), "not a checksum\n").unwrap();
-    let err = durafile::read(&path, &Options::new()).unwrap_err();
+    let sidecar = dir.path().join("state.json.sha256");
+    fs::write(&sidecar, "not a checksum\n").unwrap();
+    // `verify` and a read that requires checksums say so; a plain read does not check
+    // against a file durafile does not keep current.
+    let err = checksum::verify(&path).unwrap_err();
     assert!(matches!(err, Error::BadChecksumFile { .. }), "{err}");
-    assert!(err.to_string().contains("malformed"));
-    durafile::write(&path, b"{\"n\":1}", &with_checksum()).unwrap();
-    assert_eq!(
-        durafile::read(&path, &Options::new()).unwrap(),
-        b"{\"n\":1}"
-    );
+    assert!(err.to_string().contains("not durafile's"), "{err}");
+    let err = durafile::read(&path, &with_checksum()).unwrap_err();
+    assert!(matches!(err, Error::BadChecksumFile { .. }), "{err}");
+    assert_eq!(durafile::read(&path, &Options::new()).unwrap(), b"{}");
+    // A write with checksums refuses to replace it; one without leaves it as it is.
+    let err = durafile::write(&path, b"{\"n\":1}", &with_checksum()).unwrap_err();
+    assert!(matches!(err, Error::ChecksumFileRefused { .. }), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), b"{}");
+    durafile::write(&path, b"{\"n\":1}", &Options::new()).unwrap();
+    assert_eq!(fs::read(&sidecar).unwrap(), b"not a checksum\n");
+    fs::remove_file(&sidecar).unwrap();
+    durafile::write(&path, b"{\"n\":2}", &with_checksum()).unwrap();
+    assert!(matches!(
+        checksum::verify(&path).unwrap(),
+        Verification::Match { pending: false, .. }
+    ));
 }
 
 #[test]

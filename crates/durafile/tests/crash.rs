@@ -62,6 +62,9 @@ fn sigkill_at_random_moments_never_tears_the_file() {
 
     let mut current = 0;
     let mut orphans = 0;
+    // Rounds whose kill left an orphan: the next writer removes it, so only these show that
+    // kills landed mid-write (the last round alone may well have missed).
+    let mut mid_write = 0;
     for round in 0..kills {
         let first = (round + 1) * 1_000_000;
         let level = ["full", "consistent", "none"][(round % 3) as usize];
@@ -88,11 +91,15 @@ fn sigkill_at_random_moments_never_tears_the_file() {
         // file), so at most the last killed writer's remains until recovery.
         let now = temp_files(dir.path()).len();
         assert!(now <= 1, "round {round}: {now} orphans pile up");
+        mid_write += now;
         orphans = now;
     }
 
     let found = durafile::recover::clean_orphans(dir.path()).unwrap();
-    eprintln!("{kills} kills, {} orphans removed", found.removed.len());
+    eprintln!(
+        "{kills} kills, {mid_write} left an orphan, {} removed by recovery",
+        found.removed.len()
+    );
     assert!(found.in_use.is_empty());
     assert!(temp_files(dir.path()).is_empty());
     assert_eq!(
@@ -107,7 +114,7 @@ fn sigkill_at_random_moments_never_tears_the_file() {
     assert_eq!(found.removed.len(), orphans);
     if kills >= 50 {
         assert!(
-            !found.removed.is_empty(),
+            mid_write > 0,
             "no kill landed mid-write: the test proved nothing"
         );
     }

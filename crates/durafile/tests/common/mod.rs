@@ -2,6 +2,8 @@
 //! random source, and directory listings.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod privdrop;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -100,24 +102,9 @@ pub fn spawn_child_as(entry: &str, role: &str, env: &[(&str, String)], uid: u32,
     let mut cmd = child_command(entry, role, env);
     // SAFETY: only async-signal-safe syscalls between fork and exec.
     unsafe {
-        cmd.pre_exec(move || drop_privileges(uid, gid));
+        cmd.pre_exec(move || privdrop::drop_privileges(uid, gid));
     }
     Proc(Some(cmd.spawn().expect("spawn unprivileged child")))
-}
-
-/// setgroups, setresgid, setresuid, in that order (the group calls need root).
-fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
-    // SAFETY: plain syscalls on values, no memory of ours but the one-element array.
-    unsafe {
-        let groups = [gid];
-        if libc::setgroups(1, groups.as_ptr()) != 0
-            || libc::setresgid(gid, gid, gid) != 0
-            || libc::setresuid(uid, uid, uid) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Whether this process may switch to other users (tests that need it skip otherwise).
@@ -248,7 +235,7 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every file below `dir` (not following links) with its owner, mode and content (a link's
-/// target), to show that a test changed nothing there, byte for byte.
+/// target; a FIFO's or device's kind), to show that a test changed nothing there, byte for byte.
 pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u32, u32, Vec<u8>)> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
@@ -267,8 +254,11 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u32, u32, Ve
             } else if meta.is_dir() {
                 todo.push(path.clone());
                 Vec::new()
-            } else {
+            } else if meta.is_file() {
                 std::fs::read(&path).unwrap()
+            } else {
+                // A FIFO or device: reading it could block or never end.
+                b"(special)".to_vec()
             };
             out.insert(path, (meta.uid(), meta.mode(), content));
         }
