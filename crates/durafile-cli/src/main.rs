@@ -116,9 +116,11 @@ enum Cmd {
     ///
     /// The steps are executables in MIGDIR named NNNN-description: step NNNN reads a
     /// version NNNN-1 document on stdin and prints the version NNNN one (a jq program with a
-    /// `#!/usr/bin/env -S jq -f` line works). If a step fails, no document changes; if the
-    /// process dies part-way, the next run first rolls the interrupted migration back or
-    /// forward, so each document is migrated exactly once.
+    /// `#!/usr/bin/env -S jq -f` line works). A step runs in a process group of its own, at
+    /// most --step-timeout per document, printing at most 64 MiB (1 MiB on stderr). If a step
+    /// fails, no document changes; if the process dies part-way, the next run first rolls the
+    /// interrupted migration back or forward, so each document is migrated exactly once.
+    /// Every *.json file in DIR is migrated or listed as SKIPPED with the reason (exit 1).
     Migrate {
         /// The directory of documents.
         dir: PathBuf,
@@ -137,6 +139,10 @@ enum Cmd {
         /// Write migrated documents indented.
         #[arg(long)]
         pretty: bool,
+        /// Kill a step (and every process it started) that runs longer than SECS on one
+        /// document; the migration then fails and changes nothing.
+        #[arg(long, value_name = "SECS", value_parser = parse_timeout, default_value = "60")]
+        step_timeout: Duration,
     },
     /// Apply many JSON operations from standard input, in parallel, with group commit.
     ///
@@ -350,6 +356,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             dry_run,
             field,
             pretty,
+            step_timeout,
         } => migrate::run(migrate::Args {
             dir: &dir,
             migrations: &migrations,
@@ -357,6 +364,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             dry_run,
             field: &field,
             pretty,
+            step_timeout,
         }),
         Cmd::Batch { jobs, write } => {
             let mut opts = Options::new()

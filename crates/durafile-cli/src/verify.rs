@@ -45,7 +45,8 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
             Candidate::File { path, explicit } => (path, *explicit),
             Candidate::Unreadable { path, error } => {
                 unreadable += 1;
-                let what = format!("cannot read this directory, so its files were not checked: {error}");
+                let what =
+                    format!("cannot read this directory, so its files were not checked: {error}");
                 let line = problem(json, path, "unreadable", &what, None);
                 match bar.as_ref() {
                     Some(bar) => bar.suspend(|| writeln!(out, "{line}")),
@@ -80,7 +81,13 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
             }
             Ok(Verification::NoChecksum) => {
                 failed += 1;
-                Some(problem(json, path, "no-checksum", "has no checksum file", None))
+                Some(problem(
+                    json,
+                    path,
+                    "no-checksum",
+                    "has no checksum file",
+                    None,
+                ))
             }
             Err(e) => {
                 failed += 1;

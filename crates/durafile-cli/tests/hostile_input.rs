@@ -203,3 +203,237 @@ fn verify_recursive_reports_an_unreadable_directory_and_goes_on() {
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(snapshot(dir.path()), before);
 }
+
+// ---------------------------------------------------------------- migrate (items 8 and 13)
+
+fn script(path: &Path, body: &str) {
+    fs::write(path, body).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A directory of three documents and an empty steps directory beside it.
+fn migration_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (docs, steps) = (dir.path().join("docs"), dir.path().join("steps"));
+    fs::create_dir(&docs).unwrap();
+    fs::create_dir(&steps).unwrap();
+    for i in 0..3 {
+        fs::write(docs.join(format!("d{i}.json")), format!("{{\"id\":{i}}}")).unwrap();
+    }
+    (dir, docs, steps)
+}
+
+/// The documents and whatever else is in `docs`, except the migration lock file (created by
+/// the first run and never removed, by design).
+fn docs_snapshot(docs: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    snapshot(docs)
+        .into_iter()
+        .filter(|(p, _)| !p.ends_with(".durafile-migration.lock"))
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn process_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('Z'),
+    }
+}
+
+fn wait_gone(pid: u32) {
+    let start = Instant::now();
+    while !process_gone(pid) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "process {pid} survived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn migrate_steps_that_hang_or_flood_fail_fast_and_change_nothing() {
+    let (dir, docs, steps) = migration_dirs();
+    let pid_file = dir.path().join("background.pid");
+    let cases = [
+        (
+            "sleeps forever",
+            "#!/bin/sh\ncat >/dev/null\nsleep 1000\n".to_owned(),
+            Some("2"),
+            "did not finish within 2s",
+        ),
+        (
+            "leaves a background child holding its output",
+            format!(
+                "#!/bin/sh\nsleep 1000 &\necho $! > {}\ncat >/dev/null\n",
+                p(&pid_file)
+            ),
+            None,
+            "printed invalid JSON",
+        ),
+        (
+            "prints forever",
+            "#!/bin/sh\nyes {}\n".to_owned(),
+            None,
+            "printed more than 64 MiB",
+        ),
+        (
+            "writes stderr forever",
+            "#!/bin/sh\nyes >&2\n".to_owned(),
+            None,
+            "more than 1 MiB to standard error",
+        ),
+    ];
+    let before = docs_snapshot(&docs);
+    for (what, body, timeout, expected) in cases {
+        let step = steps.join("0001-bad");
+        script(&step, &body);
+        let mut args = vec!["migrate", p(&docs), "--migrations", p(&steps)];
+        if let Some(t) = timeout {
+            args.extend(["--step-timeout", t]);
+        }
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let start = Instant::now();
+        let out = run_within(command(&args), b"", Duration::from_secs(30));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains(expected), "{what}: {err}");
+        assert!(
+            err.contains("this migration changed no document"),
+            "{what}: {err}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what}: too slow"
+        );
+        assert_eq!(docs_snapshot(&docs), before, "{what}");
+    }
+    let pid: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_gone(pid);
+}
+
+/// One of `migration_dirs`' documents, or its lock file.
+fn is_migrated_doc(path: &Path) -> bool {
+    let name = path.file_name().unwrap().as_bytes();
+    name.starts_with(b"d") || name.starts_with(b".d")
+}
+
+#[test]
+fn migrate_reports_every_json_file_it_does_not_migrate() {
+    let (_dir, docs, steps) = migration_dirs();
+    script(
+        &steps.join("0001-tag"),
+        "#!/bin/sh\njq -c '.tagged = true'\n",
+    );
+    let long = format!("{}.json", "k".repeat(201));
+    let odd: Vec<OsString> = vec![
+        "a..b.json".into(),
+        "x.tmp.json".into(),
+        ".hidden.json".into(),
+        OsString::from_vec(b"caf\xe9.json".to_vec()),
+        long.clone().into(),
+    ];
+    for name in &odd {
+        fs::write(docs.join(name), "{\"odd\":true}").unwrap();
+    }
+    fs::create_dir(docs.join("folder.json")).unwrap();
+    let keep: Vec<_> = docs_snapshot(&docs)
+        .into_iter()
+        .filter(|(p, _)| !is_migrated_doc(p))
+        .collect();
+    for dry_run in [true, false] {
+        let mut args = vec!["migrate", p(&docs), "--migrations", p(&steps)];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = durafile(&args, b"");
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+        assert_eq!(text.matches("SKIPPED").count(), 6, "{text}");
+        for needle in [
+            "a..b.json",
+            "x.tmp.json",
+            ".hidden.json",
+            "caf\\xE9.json",
+            &long,
+            "folder.json",
+        ] {
+            let line = text.lines().find(|l| l.contains(needle));
+            let line = line.unwrap_or_else(|| panic!("{needle} not reported: {text}"));
+            assert!(line.starts_with("SKIPPED "), "{line}");
+        }
+        assert!(text.contains("not a regular file"), "{text}");
+        assert!(text.contains("not UTF-8"), "{text}");
+    }
+    let text = fs::read_to_string(docs.join("d1.json")).unwrap();
+    assert!(text.contains("\"tagged\":true"), "{text}");
+    let kept: Vec<_> = docs_snapshot(&docs)
+        .into_iter()
+        .filter(|(p, _)| !is_migrated_doc(p))
+        .filter(|(p, _)| !p.to_string_lossy().contains("durafile-migration"))
+        .collect();
+    assert_eq!(kept, keep, "the skipped files are untouched");
+}
+
+#[test]
+fn migrate_refuses_step_names_that_do_not_parse() {
+    let (_dir, docs, steps) = migration_dirs();
+    script(&steps.join("0001-ok"), "#!/bin/sh\ncat\n");
+    script(&steps.join("README"), "not a step\n");
+    let before = docs_snapshot(&docs);
+    for bad in [
+        "0003_c",
+        "99999999999999999999",
+        "99999999999999999999-huge",
+        "+2-b",
+        "-2-b",
+        "0002-",
+        "0000-zero",
+    ] {
+        let path = steps.join(bad);
+        script(&path, "#!/bin/sh\ncat\n");
+        let out = durafile(&["migrate", p(&docs), "--migrations", p(&steps)], b"");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert!(
+            err.contains(bad) && err.contains("NNNN-description"),
+            "{bad}: {err}"
+        );
+        fs::remove_file(&path).unwrap();
+        assert_eq!(docs_snapshot(&docs), before, "{bad}");
+    }
+    let out = durafile(&["migrate", p(&docs), "--migrations", p(&steps)], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------- batch (items 8 and 9)
+
+#[test]
+fn batch_refuses_a_huge_line_by_number_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    let mut input = format!("{{\"op\":\"write\",\"path\":\"{}\",\"value\":1}}\n", p(&a));
+    input.push_str(&format!(
+        "{{\"op\":\"write\",\"path\":\"{}\",\"value\":\"{}\"}}\n",
+        p(&b),
+        "x".repeat(65 << 20)
+    ));
+    let out = durafile(&["batch"], input.as_bytes());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("longer than 64 MiB"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was applied"), "{err}");
+    assert!(snapshot(dir.path()).is_empty(), "nothing created");
+}

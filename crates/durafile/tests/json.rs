@@ -342,10 +342,17 @@ fn generation_number_overflow_is_an_error_not_a_wrap() {
     let rollback = std::panic::catch_unwind(|| states.rollback(1));
     let err = rollback.expect("no panic on overflow").unwrap_err();
     assert!(err.to_string().contains("largest"), "{err}");
-    assert_eq!(names(dir.path()), before, "nothing written, no generation 0");
+    assert_eq!(
+        names(dir.path()),
+        before,
+        "nothing written, no generation 0"
+    );
     assert!(!dir.path().join("state.0.json").exists());
     assert_eq!(fs::read(&max).unwrap(), b"2");
-    assert_eq!(states.load_current_state::<u32>().unwrap().unwrap().state, 2);
+    assert_eq!(
+        states.load_current_state::<u32>().unwrap().unwrap().state,
+        2
+    );
 }
 
 /// SIGKILL during `save_current_state` at random moments never leaves a state that cannot be
