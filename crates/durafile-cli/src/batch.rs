@@ -79,9 +79,14 @@ pub fn run(files: FileManager, jobs: Option<usize>) -> Result<ExitCode, Failure>
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    let failed_lines = problems.len();
     for (i, outcome) in report.outcomes.iter().enumerate() {
-        if let Outcome::Failed(e) = outcome {
-            problems.push((line_of[i], e.to_string()));
+        match outcome {
+            Outcome::Failed(e) => problems.push((line_of[i], e.to_string())),
+            Outcome::AppliedDurabilityUnknown(e) => {
+                problems.push((line_of[i], format!("applied, durability unknown: {e}")))
+            }
+            Outcome::Applied | Outcome::Cancelled => {}
         }
     }
     problems.sort_by_key(|(n, _)| *n);
@@ -90,12 +95,16 @@ pub fn run(files: FileManager, jobs: Option<usize>) -> Result<ExitCode, Failure>
     for (n, problem) in &problems {
         writeln!(out, "line {n}: {problem}").map_err(write_err)?;
     }
+    let unknown = match report.durability_unknown() {
+        0 => String::new(),
+        n => format!(" ({n} with durability unknown)"),
+    };
     writeln!(
         out,
-        "{} operation(s): {} applied, {} failed",
-        total + problems.len() - report.failed(),
+        "{} operation(s): {} applied{unknown}, {} failed",
+        total + failed_lines,
         report.applied(),
-        problems.len()
+        failed_lines + report.failed()
     )
     .map_err(write_err)?;
     Ok(if problems.is_empty() {

@@ -437,3 +437,52 @@ fn batch_refuses_a_huge_line_by_number_and_applies_nothing() {
     assert!(err.contains("nothing was applied"), "{err}");
     assert!(snapshot(dir.path()).is_empty(), "nothing created");
 }
+
+/// `batch` under a low descriptor limit (64, and macOS's default 256): every operation is
+/// applied and the summary says so; no group needs more descriptors than the process has.
+#[test]
+fn batch_fits_its_groups_to_the_descriptor_limit() {
+    for limit in [64, 256] {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = 300;
+        let mut input = String::new();
+        for i in 0..docs * 2 {
+            let doc = dir.path().join(format!("d{}.json", i % docs));
+            input.push_str(&format!(
+                "{{\"op\":\"merge\",\"path\":\"{}\",\"patch\":{{\"k{i}\":{i}}}}}\n",
+                p(&doc)
+            ));
+        }
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" batch --checksum"),
+            BIN,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let out = run_within(cmd, input.as_bytes(), Duration::from_secs(120));
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "ulimit -n {limit}: {text}{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            text,
+            format!(
+                "{} operation(s): {} applied, 0 failed\n",
+                docs * 2,
+                docs * 2
+            ),
+            "ulimit -n {limit}"
+        );
+        for i in 0..docs {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&fs::read(dir.path().join(format!("d{i}.json"))).unwrap())
+                    .unwrap();
+            assert_eq!(doc.as_object().unwrap().len(), 2, "d{i}");
+        }
+    }
+}

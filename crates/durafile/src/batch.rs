@@ -71,6 +71,11 @@ impl Op {
 pub enum Outcome {
     /// Applied and committed.
     Applied,
+    /// Applied: the new content is in place and every reader sees it, but a step after the
+    /// rename failed (the directory fsync, or finishing the checksum sidecar), so it may not
+    /// survive a power loss. The error says which step; as with a single write
+    /// ([`Error::target_untouched`] is false), this is never reported as "not applied".
+    AppliedDurabilityUnknown(Arc<Error>),
     /// Not applied, and why. Operations on one document that failed together share the error.
     Failed(Arc<Error>),
     /// Not attempted: the batch was cancelled first.
@@ -85,9 +90,14 @@ pub struct BatchReport {
 }
 
 impl BatchReport {
-    /// How many operations were applied.
+    /// How many operations were applied, including those whose durability is unknown.
     pub fn applied(&self) -> usize {
-        self.count(|o| matches!(o, Outcome::Applied))
+        self.count(|o| matches!(o, Outcome::Applied | Outcome::AppliedDurabilityUnknown(_)))
+    }
+
+    /// How many operations were applied but may not survive a power loss.
+    pub fn durability_unknown(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::AppliedDurabilityUnknown(_)))
     }
 
     /// How many operations failed.
@@ -195,7 +205,9 @@ impl BatchProcessor {
     }
 
     /// Commits at most `n` documents (at least 1) together. Each holds a lock and an open temp
-    /// file until its group commits, so this bounds open descriptors at about 2n.
+    /// file until its group commits, so this bounds open descriptors at about 2n. Whatever
+    /// `n` says, a group is made small enough that its descriptors fit the process's limit
+    /// (`RLIMIT_NOFILE`, less those already open and some headroom for the workers).
     #[must_use]
     pub fn group_size(mut self, n: usize) -> BatchProcessor {
         self.group_size = n.max(1);
@@ -239,7 +251,7 @@ impl BatchProcessor {
         }
         let groups: Vec<Group> = groups.into_values().collect();
         let mut done = total - groups.iter().map(|g| g.ops.len()).sum::<usize>();
-        for chunk in groups.chunks(self.group_size) {
+        for chunk in groups.chunks(self.fitting_group_size()) {
             if cancel.load(Ordering::Relaxed) {
                 break;
             }
@@ -252,6 +264,25 @@ impl BatchProcessor {
             progress(Progress { done, total });
         }
         BatchReport { outcomes }
+    }
+
+    /// The group size, made to fit the descriptors this process may still open: two per
+    /// document held until the group commits (its lock and its temp file), and a few per
+    /// worker for the moment (the current content, the sidecar and its temp file, a
+    /// directory to fsync). Running out part-way would fail documents for no reason of
+    /// their own.
+    fn fitting_group_size(&self) -> usize {
+        const HELD_PER_DOCUMENT: u64 = 2;
+        const BRIEF_PER_WORKER: u64 = 4;
+        const SPARE: u64 = 8;
+        let Some(limit) = sys::open_files_limit() else {
+            return self.group_size;
+        };
+        let busy = sys::open_files().unwrap_or(3) + SPARE + BRIEF_PER_WORKER * self.workers as u64;
+        let fits = limit.saturating_sub(busy) / HELD_PER_DOCUMENT;
+        self.group_size
+            .min(usize::try_from(fits).unwrap_or(usize::MAX))
+            .max(1)
     }
 
     /// Applies and commits one group of documents; returns outcomes by operation index.
@@ -376,7 +407,8 @@ fn fail_all(outcomes: &mut Vec<(usize, Outcome)>, indices: &[usize], error: Arc<
 }
 
 /// Step 3 of the group commit: one directory fsync for the sidecars' first step, the renames,
-/// one directory fsync for the renames, the sidecars' last step.
+/// one directory fsync for the renames, the sidecars' last step. A failure after a document's
+/// rename leaves its new content in place: it is applied, with its durability unknown.
 fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)>) {
     let mut ready = ready;
     let begun: BTreeSet<PathBuf> = ready
@@ -411,13 +443,13 @@ fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)
         }
     }
     for (ops, file) in published {
-        if let Some(Some(error)) = synced.get(file.dir()) {
-            fail_all(outcomes, &ops, error.clone());
-            continue;
-        }
-        match file.finish() {
-            Ok(()) => outcomes.extend(ops.into_iter().map(|i| (i, Outcome::Applied))),
-            Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
-        }
+        let outcome = match synced.get(file.dir()) {
+            Some(Some(error)) => Outcome::AppliedDurabilityUnknown(error.clone()),
+            _ => match file.finish() {
+                Ok(()) => Outcome::Applied,
+                Err(e) => Outcome::AppliedDurabilityUnknown(Arc::new(e)),
+            },
+        };
+        outcomes.extend(ops.into_iter().map(|i| (i, outcome.clone())));
     }
 }

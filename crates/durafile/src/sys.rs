@@ -151,3 +151,23 @@ pub(crate) fn start_writeback(file: &File, from: u64, to: u64) {
 /// No early writeback outside Linux: the fsync at commit does all of it.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn start_writeback(_file: &File, _from: u64, _to: u64) {}
+
+/// The soft limit on this process's open descriptors (`RLIMIT_NOFILE`); `None` when unlimited
+/// or unknown.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `limit`, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+}
+
+/// How many descriptors this process has open (`/dev/fd` lists them on Linux and macOS,
+/// counting the one that lists them); `None` when it cannot be read.
+pub(crate) fn open_files() -> Option<u64> {
+    Some(fs::read_dir("/dev/fd").ok()?.count() as u64)
+}
