@@ -8,7 +8,9 @@
 mod batch;
 mod failure;
 mod migrate;
+mod process;
 mod progress;
+mod signals;
 mod stream;
 mod torture;
 mod verify;
@@ -301,17 +303,20 @@ fn main() -> ExitCode {
 fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
     match cmd {
         Cmd::Write { file, write, mode } => {
+            signals::install()?;
             let opts = match mode {
                 Some(mode) => write.options().mode(mode),
                 None => write.options(),
             };
             let mut out = AtomicFile::new(&file, &opts)?;
+            signals::hold().set_temp(Some(out.temp_path()));
             stream::pump(
                 &mut io::stdin().lock(),
                 &mut out,
                 write.json,
                 "standard input",
             )?;
+            let _commit = signals::hold();
             out.commit()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -528,8 +533,12 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
 /// `durafile update`: the library's locked read-modify-write, with a child process as the
 /// modification and both sides streamed, so FILE never has to fit in memory.
 fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCode, Failure> {
+    signals::install()?;
     let mut out = AtomicFile::new(file, &write.options())?;
+    signals::hold().set_temp(Some(out.temp_path()));
     let current = out.open_current()?;
+    // The child is registered before it can run: a signal from here on reaches it.
+    let mut registered = signals::hold();
     let mut child = spawn(
         command,
         Command::new(&command[0])
@@ -537,6 +546,8 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     )?;
+    registered.set_child(Some(child.id()));
+    drop(registered);
     let mut stdin = child.stdin.take().expect("piped");
     let feeder = std::thread::spawn(move || match current {
         // A command that stops reading early (say, `echo 0`) closes the pipe: not an error.
@@ -550,6 +561,9 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
     let what = format!("the output of {}", show(command));
     let pumped = stream::pump(&mut stdout, &mut out, write.json, &what);
     drop(stdout);
+    // Not reaped until it is unregistered: a forwarded signal never reaches a reused pid.
+    process::wait_exited(child.id());
+    signals::hold().set_child(None);
     let status = child
         .wait()
         .map_err(|e| Failure::new(format!("wait for {}: {e}", show(command))))?;
@@ -581,6 +595,7 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
         ))
     })?;
     pumped?;
+    let _commit = signals::hold();
     out.commit()?;
     Ok(ExitCode::SUCCESS)
 }

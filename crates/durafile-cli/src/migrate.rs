@@ -16,7 +16,7 @@ use durafile::{DataHandler, FileManager, Options};
 use serde_json::Value;
 
 use crate::failure::Failure;
-use crate::progress;
+use crate::{process, progress};
 
 pub struct Args<'a> {
     pub dir: &'a Path,
@@ -214,7 +214,7 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    let pid = child.id() as libc::pid_t;
+    let pid = child.id();
     let mut stdin = child.stdin.take().expect("piped");
     // Not joined: a step that never reads its input must not hold us; the write fails once
     // the step's group is gone.
@@ -233,7 +233,7 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
         &tx,
     );
     std::thread::spawn(move || {
-        wait_exited(pid);
+        process::wait_exited(pid);
         let _ = tx.send(Event::Exited);
     });
     let deadline = Instant::now() + timeout;
@@ -245,7 +245,7 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
         match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Event::Exited) => {
                 exited = true;
-                kill_group(pid);
+                process::kill_group(pid);
             }
             Ok(Event::Output(Stream::Stdout, bytes)) => stdout = Some(bytes),
             Ok(Event::Output(Stream::Stderr, bytes)) => stderr = Some(bytes),
@@ -278,7 +278,7 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
         }
     };
     if let Some(why) = trouble {
-        kill_group(pid);
+        process::kill_group(pid);
         let _ = child.wait();
         return Err(format!("{} {why}", program.display()).into());
     }
@@ -318,33 +318,4 @@ fn read_capped(
         };
         let _ = tx.send(event);
     });
-}
-
-/// Waits until process `pid` (our child) has exited, without reaping it: while it is a
-/// zombie its pid, and so its process group's id, cannot be reused, so killing the group
-/// afterwards cannot hit a stranger.
-fn wait_exited(pid: libc::pid_t) {
-    loop {
-        // SAFETY: waitid writes only into `info`, which lives across the call.
-        let r = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return;
-        }
-    }
-}
-
-/// SIGKILL to every process in the group `pgid` (an error means the group is already empty).
-fn kill_group(pgid: libc::pid_t) {
-    // SAFETY: kill(2) touches no memory.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
 }

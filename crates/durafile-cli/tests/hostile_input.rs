@@ -486,3 +486,114 @@ fn batch_fits_its_groups_to_the_descriptor_limit() {
         }
     }
 }
+
+// ---------------------------------------------------------------- signals (item 11)
+
+/// The durafile temp files in `dir`.
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| durafile::is_temp_name(p.file_name().unwrap()))
+        .collect()
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn send(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) touches no memory.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+}
+
+fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("durafile did not exit within {limit:?} of the signal");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn signal_during_write_removes_the_temp_file_and_exits_128_plus_signal() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state.json");
+        fs::write(&file, "{\"old\":true}").unwrap();
+        let mut child = command(&[OsStr::new("write"), file.as_os_str(), OsStr::new("--json")])
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"{\"new\": [1, 2, ").unwrap();
+        stdin.flush().unwrap();
+        wait_until("a temp file", || !temp_files(dir.path()).is_empty());
+        // Let the written bytes reach the temp file's buffer: the signal comes mid-stream.
+        std::thread::sleep(Duration::from_millis(50));
+        send(&child, signal);
+        let status = wait_within(&mut child, Duration::from_secs(10));
+        drop(stdin);
+        assert_eq!(
+            (status.code(), status.signal()),
+            (Some(128 + signal), None),
+            "signal {signal}"
+        );
+        assert!(temp_files(dir.path()).is_empty(), "signal {signal}");
+        assert_eq!(fs::read(&file).unwrap(), b"{\"old\":true}");
+    }
+}
+
+#[test]
+fn signal_during_update_stops_the_command_and_exits_128_plus_signal() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n.json");
+        fs::write(&file, "{\"n\":1}").unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let script = format!(
+            "echo $$ > {}.part && mv {0}.part {0} && exec sleep 1000",
+            p(&pid_file)
+        );
+        let mut child = command(&[
+            OsStr::new("update"),
+            file.as_os_str(),
+            OsStr::new("--"),
+            OsStr::new("sh"),
+            OsStr::new("-c"),
+            OsStr::new(&script),
+        ])
+        .spawn()
+        .unwrap();
+        wait_until("the command's pid", || pid_file.exists());
+        let pid: u32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        wait_until("the command sleeping", || {
+            fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe.to_string_lossy().contains("sleep"))
+        });
+        send(&child, signal);
+        let status = wait_within(&mut child, Duration::from_secs(10));
+        assert_eq!(
+            (status.code(), status.signal()),
+            (Some(128 + signal), None),
+            "signal {signal}"
+        );
+        wait_gone(pid);
+        assert!(temp_files(dir.path()).is_empty(), "signal {signal}");
+        assert_eq!(fs::read(&file).unwrap(), b"{\"n\":1}");
+        fs::remove_file(&pid_file).unwrap();
+    }
+}
