@@ -7,6 +7,7 @@
 
 mod batch;
 mod failure;
+mod inherited;
 mod migrate;
 mod process;
 mod progress;
@@ -97,6 +98,11 @@ enum Cmd {
     /// The lock is the one every durafile writer of FILE takes, so CMD runs while no durafile
     /// write or update of FILE is in progress. As with flock(1), CMD inherits the lock, so it
     /// stays held while CMD runs even if durafile itself is killed. Exits with CMD's status.
+    ///
+    /// CMD's environment names the lock (DURAFILE_LOCK_FD, DURAFILE_LOCK_ID,
+    /// DURAFILE_LOCK_MODE), so a durafile write, update or lock of FILE inside CMD uses it
+    /// instead of waiting for it, or fails at once saying why (for instance a write under
+    /// --shared).
     Lock {
         /// The file whose lock to take (it need not exist).
         file: PathBuf,
@@ -308,7 +314,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
                 Some(mode) => write.options().mode(mode),
                 None => write.options(),
             };
-            let mut out = AtomicFile::new(&file, &opts)?;
+            let mut out = open_for_writing(&file, &opts)?;
             signals::hold().set_temp(Some(out.temp_path()));
             stream::pump(
                 &mut io::stdin().lock(),
@@ -391,9 +397,13 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             } else {
                 LockMode::Exclusive
             };
-            let guard = lock::acquire(&file, mode, timeout)?;
+            let guard = match inherited::adopt(&file, mode)? {
+                Some(guard) => guard,
+                None => lock::acquire(&file, mode, timeout)?,
+            };
             let mut cmd = Command::new(&command[0]);
             cmd.args(&command[1..]);
+            inherited::advertise(&mut cmd, &guard)?;
             // Like flock(1), the command inherits the locked descriptor, so the lock stays
             // held while it runs even if this process is killed.
             let fd = guard.as_fd().as_raw_fd();
@@ -534,7 +544,7 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
 /// modification and both sides streamed, so FILE never has to fit in memory.
 fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCode, Failure> {
     signals::install()?;
-    let mut out = AtomicFile::new(file, &write.options())?;
+    let mut out = open_for_writing(file, &write.options())?;
     signals::hold().set_temp(Some(out.temp_path()));
     let current = out.open_current()?;
     // The child is registered before it can run: a signal from here on reaches it.
@@ -598,6 +608,15 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
     let _commit = signals::hold();
     out.commit()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The atomic file for `path`, under the lock an enclosing `durafile lock` holds for us, or
+/// under the lock it takes.
+fn open_for_writing(path: &Path, opts: &Options) -> Result<AtomicFile, Failure> {
+    Ok(match inherited::adopt(path, LockMode::Exclusive)? {
+        Some(held) => AtomicFile::with_held_lock(path, opts, held)?,
+        None => AtomicFile::new(path, opts)?,
+    })
 }
 
 fn spawn(command: &[OsString], cmd: &mut Command) -> Result<std::process::Child, Failure> {

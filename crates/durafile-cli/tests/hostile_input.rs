@@ -5,7 +5,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -595,5 +595,83 @@ fn signal_during_update_stops_the_command_and_exits_128_plus_signal() {
         assert!(temp_files(dir.path()).is_empty(), "signal {signal}");
         assert_eq!(fs::read(&file).unwrap(), b"{\"n\":1}");
         fs::remove_file(&pid_file).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------- nested lock (item 19)
+
+/// `durafile lock FILE -- sh -c SCRIPT`, with `$0` in SCRIPT naming durafile.
+fn under_lock(file: &Path, shared: bool, script: &str) -> Output {
+    let mut args = vec![OsStr::new("lock")];
+    if shared {
+        args.push(OsStr::new("--shared"));
+    }
+    args.extend([
+        file.as_os_str(),
+        OsStr::new("--"),
+        OsStr::new("sh"),
+        OsStr::new("-c"),
+        OsStr::new(script),
+        OsStr::new(BIN),
+    ]);
+    run_within(command(&args), b"", Duration::from_secs(20))
+}
+
+#[test]
+fn durafile_inside_durafile_lock_writes_under_the_inherited_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.json");
+    let f = p(&file);
+    let script = format!(
+        "echo '{{\"n\":1}}' | \"$0\" write {f} --json && \
+         \"$0\" update {f} --json -- jq -c '.n += 1' && \
+         \"$0\" lock {f} -- \"$0\" update {f} --json -- jq -c '.n += 10'"
+    );
+    let out = under_lock(&file, false, &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&file).unwrap().trim(), "{\"n\":12}");
+    // The lock is really held meanwhile: a writer that does not inherit it waits (and times
+    // out); one that does writes at once.
+    let script = format!(
+        "env -u DURAFILE_LOCK_FD \"$0\" write {f} --timeout 0.2 < /dev/null 2> /dev/null; \
+         [ $? -eq 1 ] || exit 9; echo '{{}}' | \"$0\" write {f}"
+    );
+    let out = under_lock(&file, false, &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(&file).unwrap().trim(), "{}");
+}
+
+#[test]
+fn durafile_inside_durafile_lock_fails_at_once_when_the_lock_cannot_be_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("n.json");
+    fs::write(&file, "{\"n\":1}").unwrap();
+    let f = p(&file);
+    let cases = [
+        (true, format!("echo 2 | \"$0\" write {f}"), "held shared"),
+        (
+            false,
+            format!("eval \"exec $DURAFILE_LOCK_FD>&-\"; echo 2 | \"$0\" write {f}"),
+            "is not open",
+        ),
+        (
+            false,
+            format!(
+                "eval \"exec $DURAFILE_LOCK_FD<{}\"; echo 2 | \"$0\" write {f}",
+                p(&dir.path().join(".n.json.lock"))
+            ),
+            "not through the inherited descriptor",
+        ),
+    ];
+    for (shared, script, expected) in cases {
+        let start = Instant::now();
+        let out = under_lock(&file, shared, &script);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{script}: {err}");
+        assert!(err.contains(expected), "{script}: {err}");
+        assert!(err.contains("enclosing `durafile lock`"), "{script}: {err}");
+        assert!(start.elapsed() < Duration::from_secs(10), "{script}");
+        assert_eq!(fs::read(&file).unwrap(), b"{\"n\":1}");
+        assert!(temp_files(dir.path()).is_empty());
     }
 }
