@@ -28,8 +28,10 @@ fn command(args: &[&OsStr]) -> Command {
 }
 
 /// Runs `cmd` with `stdin`, failing the test if it takes longer than `limit` (a hang).
+/// It runs in a process group of its own, killed whole on a hang, so nothing it started
+/// outlives the test.
 fn run_within(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
-    let mut child = cmd.spawn().unwrap();
+    let mut child = cmd.process_group(0).spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();
     let feeder = std::thread::spawn(move || {
@@ -38,7 +40,8 @@ fn run_within(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
-            let _ = child.kill();
+            // SAFETY: kill(2) touches no memory; the group is the child's own.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             let out = child.wait_with_output().unwrap();
             panic!(
                 "durafile hung for {limit:?}; stderr: {}",
