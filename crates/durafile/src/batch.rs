@@ -12,7 +12,9 @@
 //!
 //! # Group commit, and what is durable when
 //!
-//! Documents are committed in groups of up to [`BatchProcessor::group_size`] files:
+//! Documents are committed in groups of up to [`BatchProcessor::group_size`] files, fewer
+//! when the descriptors a group holds (two per document until it commits) would not fit the
+//! process's `RLIMIT_NOFILE`:
 //!
 //! 1. their locks are taken in one global order (so two batches cannot deadlock);
 //! 2. the worker threads read, apply the operations, write and fsync each temp file, in
@@ -24,6 +26,9 @@
 //! [`Outcome::Applied`] is durable once [`BatchProcessor::run`] returns (its group is durable
 //! as soon as step 3 is done); the cost is one file fsync per document, in parallel, plus two
 //! directory fsyncs per directory per group, instead of a file and a directory fsync per write.
+//! A failure after a document's rename (the directory fsync, the sidecar's last step) leaves
+//! its new content in place: its operations are [`Outcome::AppliedDurabilityUnknown`], never
+//! failed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
