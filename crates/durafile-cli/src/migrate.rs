@@ -16,7 +16,7 @@ use durafile::{DataHandler, FileManager, Options};
 use serde_json::Value;
 
 use crate::failure::Failure;
-use crate::{process, progress};
+use crate::{process, progress, signals};
 
 pub struct Args<'a> {
     pub dir: &'a Path,
@@ -29,6 +29,9 @@ pub struct Args<'a> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Failure> {
+    // A step runs in a process group of its own, out of reach of the terminal's Ctrl-C: a
+    // signal to durafile is passed on to it.
+    signals::install()?;
     let migrator = load_steps(args.migrations, args.step_timeout)?.field(args.field);
     let files = FileManager::new(Options::new()).pretty(args.pretty);
     let docs = DataHandler::open(args.dir, files)?;
@@ -207,6 +210,8 @@ enum Event {
 /// the migration.
 fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, StepError> {
     let input = serde_json::to_vec(&doc)?;
+    // Registered before it can run: a signal from here on reaches its group.
+    let mut registered = signals::hold();
     let mut child = Command::new(program)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -215,6 +220,8 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
     let pid = child.id();
+    registered.set_group(Some(pid));
+    drop(registered);
     let mut stdin = child.stdin.take().expect("piped");
     // Not joined: a step that never reads its input must not hold us; the write fails once
     // the step's group is gone.
@@ -277,8 +284,10 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
             }
         }
     };
+    // Still unreaped, so the group's id is still ours to signal until it is unregistered.
+    process::kill_group(pid);
+    signals::hold().set_group(None);
     if let Some(why) = trouble {
-        process::kill_group(pid);
         let _ = child.wait();
         return Err(format!("{} {why}", program.display()).into());
     }

@@ -35,8 +35,38 @@ pub fn signal(pid: u32, signal: libc::c_int) {
 
 /// SIGKILL to every process in the group `pgid` (an error means the group is empty already).
 pub fn kill_group(pgid: u32) {
+    signal_group(pgid, libc::SIGKILL);
+}
+
+/// Sends `signal` to every process in the group `pgid`.
+pub fn signal_group(pgid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) with a negative pid signals a process group; it touches no memory.
     unsafe {
-        libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+        libc::kill(-(pgid as libc::pid_t), signal);
+    }
+}
+
+/// Whether our child `pid` exits within `limit` (polled; it is not reaped).
+pub fn exits_within(pid: u32, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: waitid writes only into `info`, which lives across the call.
+        let (r, exited) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            (r, info.si_pid() != 0)
+        };
+        if r != 0 || exited {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

@@ -1,6 +1,7 @@
-//! SIGINT, SIGTERM and SIGHUP during `write` and `update`: durafile removes its temp file,
-//! forwards the signal to `update`'s command, and exits with 128 + the signal, as a shell
-//! reports a process killed by it. The target is unchanged.
+//! SIGINT, SIGTERM and SIGHUP during `write`, `update` and `migrate`: durafile removes its
+//! temp file, forwards the signal to `update`'s command (and waits a moment for it to exit) or
+//! to the process group of the migration step running, and exits with 128 + the signal, as a
+//! shell reports a process killed by it. The target is unchanged.
 //!
 //! How: [`install`] blocks the three signals before any thread starts (so every thread
 //! inherits the mask) and one thread takes them with `sigwait(2)`: no code runs inside a
@@ -14,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::failure::Failure;
 use crate::process;
@@ -22,12 +24,17 @@ use crate::process;
 pub struct Cleanup {
     temp: Option<PathBuf>,
     child: Option<u32>,
+    group: Option<u32>,
 }
 
 static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup {
     temp: None,
     child: None,
+    group: None,
 });
+
+/// How long durafile waits for the child it forwarded a signal to before exiting anyway.
+const CHILD_GRACE: Duration = Duration::from_secs(2);
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
@@ -67,15 +74,22 @@ pub fn install() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Forwards `signal` to the child, removes the temp file and exits. The lock is kept until
-/// the exit, so the main thread cannot begin a commit in between.
+/// Forwards `signal` to the child or step group, removes the temp file and exits (once the
+/// child has exited, or after [`CHILD_GRACE`]). The lock is kept until the exit, so the main
+/// thread cannot begin a commit, or reap the child, in between.
 fn on_signal(signal: libc::c_int) -> ! {
     let cleanup = cleanup();
+    if let Some(pgid) = cleanup.group {
+        process::signal_group(pgid, signal);
+    }
     if let Some(pid) = cleanup.child {
         process::signal(pid, signal);
     }
     if let Some(temp) = &cleanup.temp {
         let _ = std::fs::remove_file(temp);
+    }
+    if let Some(pid) = cleanup.child {
+        process::exits_within(pid, CHILD_GRACE);
     }
     std::process::exit(128 + signal);
 }
@@ -96,5 +110,11 @@ impl Cleanup {
     /// The child a signal must be forwarded to (`None` once it has exited).
     pub fn set_child(&mut self, pid: Option<u32>) {
         self.child = pid;
+    }
+
+    /// The process group a signal must be forwarded to (`None` once its leader has exited
+    /// and the group has been killed).
+    pub fn set_group(&mut self, pgid: Option<u32>) {
+        self.group = pgid;
     }
 }

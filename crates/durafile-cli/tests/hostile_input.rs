@@ -678,3 +678,43 @@ fn durafile_inside_durafile_lock_fails_at_once_when_the_lock_cannot_be_used() {
         assert!(temp_files(dir.path()).is_empty());
     }
 }
+
+#[test]
+fn signal_during_migrate_stops_the_step_and_changes_nothing() {
+    let (dir, docs, steps) = migration_dirs();
+    let pid_file = dir.path().join("step.pid");
+    script(
+        &steps.join("0001-slow"),
+        &format!(
+            "#!/bin/sh\necho $$ > {0}.part && mv {0}.part {0}\nexec sleep 1000\n",
+            p(&pid_file)
+        ),
+    );
+    let before = docs_snapshot(&docs);
+    let mut child = command(&[
+        OsStr::new("migrate"),
+        docs.as_os_str(),
+        OsStr::new("--migrations"),
+        steps.as_os_str(),
+    ])
+    .spawn()
+    .unwrap();
+    wait_until("the step's pid", || pid_file.exists());
+    let pid: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    send(&child, libc::SIGINT);
+    let status = wait_within(&mut child, Duration::from_secs(10));
+    assert_eq!(
+        (status.code(), status.signal()),
+        (Some(128 + libc::SIGINT), None)
+    );
+    wait_gone(pid);
+    let after: Vec<_> = docs_snapshot(&docs)
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().contains(".durafile-migration.staging"))
+        .collect();
+    assert_eq!(after, before, "no document changed");
+}
