@@ -91,7 +91,11 @@ fn on_signal(signal: libc::c_int) -> ! {
     if let Some(pid) = cleanup.child {
         process::exits_within(pid, CHILD_GRACE);
     }
-    std::process::exit(128 + signal);
+    // _exit, not exit: the main thread may be exiting at this very moment, and exit(3) run
+    // from two threads at once is undefined. Nothing durafile buffers is lost: its messages
+    // are whole lines, already written.
+    // SAFETY: _exit(2) ends the process at once; it touches no memory of ours.
+    unsafe { libc::_exit(128 + signal) }
 }
 
 /// What a signal must undo, locked: a signal waits until the guard is dropped. Hold it
