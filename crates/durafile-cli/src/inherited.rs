@@ -90,8 +90,8 @@ pub fn adopt(path: &Path, need: LockMode) -> Result<Option<FileLock>, Failure> {
     };
     if need == LockMode::Exclusive && held == LockMode::Shared {
         return Err(bad(
-            "it is held shared (`durafile lock --shared`) and writing needs it exclusive \
-             (run this outside the shared lock, or take it without --shared)"
+            "it is held shared (`durafile lock --shared`) and this command needs it exclusive \
+             (run it outside the shared lock, or take that lock without --shared)"
                 .to_owned(),
         ));
     }
