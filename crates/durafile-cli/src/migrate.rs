@@ -152,11 +152,11 @@ fn step_number(path: &Path) -> Result<Option<u64>, Failure> {
     {
         return Ok(None);
     }
+    // Quoted (Debug): the name is whatever the directory holds, escape sequences included.
     let bad = |why: &str| {
         Failure::new(format!(
-            "migrate: {}: {why} (a step is named NNNN-description, e.g. 0003-add-tags; rename or \
-             move this file)",
-            path.display()
+            "migrate: {path:?}: {why} (a step is named NNNN-description, e.g. 0003-add-tags; \
+             rename or move this file)"
         ))
     };
     let digits = name.iter().take_while(|b| b.is_ascii_digit()).count();
