@@ -1,7 +1,7 @@
 //! `durafile batch`: JSON-lines operations on standard input, through the library's batch
 //! processor.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -13,6 +13,10 @@ use serde_json::Value;
 
 use crate::failure::Failure;
 use crate::progress;
+
+/// The longest line accepted: one operation, however large its value, fits; a runaway input
+/// gets an error instead of exhausting memory.
+const MAX_LINE: u64 = 64 << 20;
 
 /// One line of input.
 #[derive(Debug, Deserialize)]
@@ -26,13 +30,28 @@ pub fn run(files: FileManager, jobs: Option<usize>) -> Result<ExitCode, Failure>
     let mut ops = Vec::new();
     let mut line_of = Vec::new();
     let mut problems: Vec<(usize, String)> = Vec::new();
-    for (n, line) in io::stdin().lock().lines().enumerate() {
-        let n = n + 1;
-        let line = line.map_err(|e| Failure::new(format!("batch: read standard input: {e}")))?;
-        if line.trim().is_empty() {
+    let mut input = io::stdin().lock();
+    let mut line = Vec::new();
+    for n in 1.. {
+        line.clear();
+        let read = (&mut input)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Failure::new(format!("batch: read standard input: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        if line.len() as u64 > MAX_LINE && line.last() != Some(&b'\n') {
+            return Err(Failure::new(format!(
+                "batch: line {n} of standard input is longer than {} MiB, the most one \
+                 operation may be; nothing was applied",
+                MAX_LINE >> 20
+            )));
+        }
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Line>(&line) {
+        match serde_json::from_slice::<Line>(&line) {
             Ok(Line::Write { path, value }) => ops.push(Op::Write { path, value }),
             Ok(Line::Merge { path, patch }) => ops.push(Op::Merge { path, patch }),
             Err(e) => {
@@ -60,9 +79,14 @@ pub fn run(files: FileManager, jobs: Option<usize>) -> Result<ExitCode, Failure>
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    let failed_lines = problems.len();
     for (i, outcome) in report.outcomes.iter().enumerate() {
-        if let Outcome::Failed(e) = outcome {
-            problems.push((line_of[i], e.to_string()));
+        match outcome {
+            Outcome::Failed(e) => problems.push((line_of[i], e.to_string())),
+            Outcome::AppliedDurabilityUnknown(e) => {
+                problems.push((line_of[i], format!("applied, durability unknown: {e}")))
+            }
+            Outcome::Applied | Outcome::Cancelled => {}
         }
     }
     problems.sort_by_key(|(n, _)| *n);
@@ -71,12 +95,16 @@ pub fn run(files: FileManager, jobs: Option<usize>) -> Result<ExitCode, Failure>
     for (n, problem) in &problems {
         writeln!(out, "line {n}: {problem}").map_err(write_err)?;
     }
+    let unknown = match report.durability_unknown() {
+        0 => String::new(),
+        n => format!(" ({n} with durability unknown)"),
+    };
     writeln!(
         out,
-        "{} operation(s): {} applied, {} failed",
-        total + problems.len() - report.failed(),
+        "{} operation(s): {} applied{unknown}, {} failed",
+        total + failed_lines,
         report.applied(),
-        problems.len()
+        failed_lines + report.failed()
     )
     .map_err(write_err)?;
     Ok(if problems.is_empty() {

@@ -7,8 +7,11 @@
 
 mod batch;
 mod failure;
+mod inherited;
 mod migrate;
+mod process;
 mod progress;
+mod signals;
 mod stream;
 mod torture;
 mod verify;
@@ -22,6 +25,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use durafile::error::quote;
 use durafile::lock::{self, LockMode};
 use durafile::{AtomicFile, Durability, FileManager, Options, StateManager};
 
@@ -97,6 +101,11 @@ enum Cmd {
     /// The lock is the one every durafile writer of FILE takes, so CMD runs while no durafile
     /// write or update of FILE is in progress. As with flock(1), CMD inherits the lock, so it
     /// stays held while CMD runs even if durafile itself is killed. Exits with CMD's status.
+    ///
+    /// CMD's environment names the lock (DURAFILE_LOCK_FD, DURAFILE_LOCK_ID,
+    /// DURAFILE_LOCK_MODE), so a durafile write, update or lock of FILE inside CMD uses it
+    /// instead of waiting for it, or fails at once saying why (for instance a write under
+    /// --shared).
     Lock {
         /// The file whose lock to take (it need not exist).
         file: PathBuf,
@@ -118,9 +127,11 @@ enum Cmd {
     ///
     /// The steps are executables in MIGDIR named NNNN-description: step NNNN reads a
     /// version NNNN-1 document on stdin and prints the version NNNN one (a jq program with a
-    /// `#!/usr/bin/env -S jq -f` line works). If a step fails, no document changes; if the
-    /// process dies part-way, the next run first rolls the interrupted migration back or
-    /// forward, so each document is migrated exactly once.
+    /// `#!/usr/bin/env -S jq -f` line works). A step runs in a process group of its own, at
+    /// most --step-timeout per document, printing at most 64 MiB (1 MiB on stderr). If a step
+    /// fails, no document changes; if the process dies part-way, the next run first rolls the
+    /// interrupted migration back or forward, so each document is migrated exactly once.
+    /// Every *.json file in DIR is migrated or listed as SKIPPED with the reason (exit 1).
     Migrate {
         /// The directory of documents.
         dir: PathBuf,
@@ -139,6 +150,10 @@ enum Cmd {
         /// Write migrated documents indented.
         #[arg(long)]
         pretty: bool,
+        /// Kill a step (and every process it started) that runs longer than SECS on one
+        /// document; the migration then fails and changes nothing.
+        #[arg(long, value_name = "SECS", value_parser = parse_timeout, default_value = "60")]
+        step_timeout: Duration,
     },
     /// Apply many JSON operations from standard input, in parallel, with group commit.
     ///
@@ -308,29 +323,32 @@ fn waiting(w: &durafile::lock::Waiting<'_>) {
     if held.is_empty() {
         held = format!(
             "held elsewhere; `fuser {}` names the holder",
-            durafile::error::quote(w.lock_file)
+            quote(w.lock_file)
         );
     }
     eprintln!(
         "durafile: waiting for the lock on {} ({held})",
-        durafile::error::quote(w.path)
+        quote(w.path)
     );
 }
 
 fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
     match cmd {
         Cmd::Write { file, write, mode } => {
+            signals::install()?;
             let opts = match mode {
                 Some(mode) => write.options().mode(mode),
                 None => write.options(),
             };
-            let mut out = AtomicFile::new(&file, &opts)?;
+            let mut out = open_for_writing(&file, &opts)?;
+            signals::hold().set_temp(Some(out.temp_path()));
             stream::pump(
                 &mut io::stdin().lock(),
                 &mut out,
                 write.json,
                 "standard input",
             )?;
+            let _commit = signals::hold();
             out.commit()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -375,6 +393,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             dry_run,
             field,
             pretty,
+            step_timeout,
         } => migrate::run(migrate::Args {
             dir: &dir,
             migrations: &migrations,
@@ -382,6 +401,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             dry_run,
             field: &field,
             pretty,
+            step_timeout,
         }),
         Cmd::Batch { jobs, write } => {
             let mut opts = Options::new()
@@ -403,9 +423,13 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             } else {
                 LockMode::Exclusive
             };
-            let guard = lock::acquire(&file, mode, timeout)?;
+            let guard = match inherited::adopt(&file, mode)? {
+                Some(guard) => guard,
+                None => lock::acquire(&file, mode, timeout)?,
+            };
             let mut cmd = Command::new(&command[0]);
             cmd.args(&command[1..]);
+            inherited::advertise(&mut cmd, &guard)?;
             // Like flock(1), the command inherits the locked descriptor, so the lock stays
             // held while it runs even if this process is killed.
             let fd = guard.as_fd().as_raw_fd();
@@ -494,22 +518,16 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
     let mut say = |line: String| {
         writeln!(out, "{line}").map_err(|e| Failure::new(format!("write standard output: {e}")))
     };
+    // Names quoted: a shared directory holds other users' names, which may hold escape
+    // sequences or newlines.
     for p in &found.orphans.removed {
-        say(format!("{removed} orphan temp file {}", p.display()))?;
+        say(format!("{removed} orphan temp file {}", quote(p)))?;
     }
     for p in &found.orphans.in_use {
-        say(format!(
-            "left alone (a live writer holds it): {}",
-            p.display()
-        ))?;
+        say(format!("left alone (a live writer holds it): {}", quote(p)))?;
     }
     for left in &found.orphans.left_alone {
-        // Quoted: often other users' names, which may hold escape sequences or newlines.
-        say(format!(
-            "left alone {}: {}",
-            durafile::error::quote(&left.path),
-            left.reason
-        ))?;
+        say(format!("left alone {}: {}", quote(&left.path), left.reason))?;
     }
     for e in &found.not_ours {
         say(format!("NOT OURS {e}"))?;
@@ -520,20 +538,20 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
     for p in &found.checksums_completed {
         say(format!(
             "{completed} interrupted checksum update {}",
-            p.display()
+            quote(p)
         ))?;
     }
     for p in &found.missing {
         say(format!(
             "MISSING {}: its checksum file exists but it does not (deleted, or a first write \
              interrupted by a crash: restore it, or delete the checksum file)",
-            p.display()
+            quote(p)
         ))?;
     }
     for p in &found.busy {
         say(format!(
             "BUSY {}: its lock stayed held; run recover again",
-            p.display()
+            quote(p)
         ))?;
     }
     for e in &found.damaged {
@@ -562,8 +580,12 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
 /// `durafile update`: the library's locked read-modify-write, with a child process as the
 /// modification and both sides streamed, so FILE never has to fit in memory.
 fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCode, Failure> {
-    let mut out = AtomicFile::new(file, &write.options())?;
+    signals::install()?;
+    let mut out = open_for_writing(file, &write.options())?;
+    signals::hold().set_temp(Some(out.temp_path()));
     let current = out.open_current()?;
+    // The child is registered before it can run: a signal from here on reaches it.
+    let mut registered = signals::hold();
     let mut child = spawn(
         command,
         Command::new(&command[0])
@@ -571,6 +593,8 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     )?;
+    registered.set_child(Some(child.id()));
+    drop(registered);
     let mut stdin = child.stdin.take().expect("piped");
     let feeder = std::thread::spawn(move || match current {
         // A command that stops reading early (say, `echo 0`) closes the pipe: not an error.
@@ -584,6 +608,9 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
     let what = format!("the output of {}", show(command));
     let pumped = stream::pump(&mut stdout, &mut out, write.json, &what);
     drop(stdout);
+    // Not reaped until it is unregistered: a forwarded signal never reaches a reused pid.
+    process::wait_exited(child.id());
+    signals::hold().set_child(None);
     let status = child
         .wait()
         .map_err(|e| Failure::new(format!("wait for {}: {e}", show(command))))?;
@@ -615,8 +642,18 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
         ))
     })?;
     pumped?;
+    let _commit = signals::hold();
     out.commit()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The atomic file for `path`, under the lock an enclosing `durafile lock` holds for us, or
+/// under the lock it takes.
+fn open_for_writing(path: &Path, opts: &Options) -> Result<AtomicFile, Failure> {
+    Ok(match inherited::adopt(path, LockMode::Exclusive)? {
+        Some(held) => AtomicFile::with_held_lock(path, opts, held)?,
+        None => AtomicFile::new(path, opts)?,
+    })
 }
 
 fn spawn(command: &[OsString], cmd: &mut Command) -> Result<std::process::Child, Failure> {

@@ -3,16 +3,20 @@
 //! the migrated one on stdout; `#!/usr/bin/env -S jq -f` scripts work).
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use durafile::migrate::{Migrator, StepError};
 use durafile::{DataHandler, FileManager, Options};
 use serde_json::Value;
 
 use crate::failure::Failure;
-use crate::progress;
+use crate::{process, progress, signals};
 
 pub struct Args<'a> {
     pub dir: &'a Path,
@@ -21,10 +25,14 @@ pub struct Args<'a> {
     pub dry_run: bool,
     pub field: &'a str,
     pub pretty: bool,
+    pub step_timeout: Duration,
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Failure> {
-    let migrator = load_steps(args.migrations)?.field(args.field);
+    // A step runs in a process group of its own, out of reach of the terminal's Ctrl-C: a
+    // signal to durafile is passed on to it.
+    signals::install()?;
+    let migrator = load_steps(args.migrations, args.step_timeout)?.field(args.field);
     let files = FileManager::new(Options::new()).pretty(args.pretty);
     let docs = DataHandler::open(args.dir, files)?;
     let total = docs.list()?.len() as u64;
@@ -52,6 +60,14 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         }
         .to_owned())?;
     }
+    // Debug form: quoted, with control characters and bytes that are not UTF-8 escaped.
+    for skipped in &report.skipped {
+        say(format!(
+            "SKIPPED {:?}: {}; it was left as it is",
+            skipped.path, skipped.reason
+        ))?;
+    }
+    let clean = report.skipped.is_empty();
     if args.dry_run {
         for (key, from) in &report.migrated {
             say(format!(
@@ -65,7 +81,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
             report.to,
             report.current
         ))?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit(clean));
     }
     for key in &report.conflicts {
         say(format!(
@@ -74,37 +90,38 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         ))?;
     }
     say(format!(
-        "migrated {} document(s) to version {}, {} already current",
+        "migrated {} document(s) to version {}, {} already current{}",
         report.migrated.len() - report.conflicts.len(),
         report.to,
-        report.current
+        report.current,
+        match report.skipped.len() {
+            0 => String::new(),
+            n => format!(", {n} skipped"),
+        }
     ))?;
-    Ok(if report.conflicts.is_empty() {
+    Ok(exit(clean && report.conflicts.is_empty()))
+}
+
+fn exit(clean: bool) -> ExitCode {
+    if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// The steps in `dir`: files named `NNNN-description`, step NNNN migrating to version NNNN.
-fn load_steps(dir: &Path) -> Result<Migrator, Failure> {
+/// A name that starts like a step (a digit or a sign) must be exactly that: `0003_c`, `+2-b`
+/// or a number too large are errors, never ignored or read as another step. Other names
+/// (a README, hidden files) are not steps.
+fn load_steps(dir: &Path, timeout: Duration) -> Result<Migrator, Failure> {
     let err = |e: io::Error| Failure::new(format!("migrate: list {}: {e}", dir.display()));
     let mut steps: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let path = entry.map_err(err)?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let Some((digits, _)) = name.split_once('-') else {
+        let Some(version) = step_number(&path)? else {
             continue;
         };
-        let Ok(version) = digits.parse::<u64>() else {
-            continue;
-        };
-        if !path.is_file() || digits.is_empty() {
-            continue;
-        }
         if let Some(other) = steps.insert(version, path.clone()) {
             return Err(Failure::new(format!(
                 "migrate: {} and {} are both step {version}; give each step its own number",
@@ -122,26 +139,162 @@ fn load_steps(dir: &Path) -> Result<Migrator, Failure> {
     Ok(steps
         .into_iter()
         .fold(Migrator::new(), |m, (version, path)| {
-            m.step(version, move |doc| run_step(&path, doc))
+            m.step(version, move |doc| run_step(&path, doc, timeout))
         }))
 }
 
-/// Pipes `doc` through the executable `program`.
-fn run_step(program: &PathBuf, doc: Value) -> Result<Value, StepError> {
+/// The version of the step at `path`; `None` for a name that does not start like a step.
+fn step_number(path: &Path) -> Result<Option<u64>, Failure> {
+    let name = path.file_name().unwrap_or_default().as_bytes();
+    if !name
+        .first()
+        .is_some_and(|b| b.is_ascii_digit() || *b == b'+' || *b == b'-')
+    {
+        return Ok(None);
+    }
+    // Quoted (Debug): the name is whatever the directory holds, escape sequences included.
+    let bad = |why: &str| {
+        Failure::new(format!(
+            "migrate: {path:?}: {why} (a step is named NNNN-description, e.g. 0003-add-tags; \
+             rename or move this file)"
+        ))
+    };
+    let digits = name.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(bad("looks like a step but does not start with its number"));
+    }
+    if name.get(digits) != Some(&b'-') || name.len() == digits + 1 {
+        return Err(bad(
+            "looks like a step but its number is not followed by `-` and a description",
+        ));
+    }
+    let version = std::str::from_utf8(&name[..digits])
+        .expect("ASCII digits")
+        .parse::<u64>()
+        .map_err(|_| bad("the step number is too large"))?;
+    if version == 0 {
+        return Err(bad(
+            "step numbers start at 1 (step N migrates version N-1 to N)",
+        ));
+    }
+    if !path.is_file() {
+        return Err(bad("it is named like a step but is not a file"));
+    }
+    Ok(Some(version))
+}
+
+/// The most a step may print on stdout (one migrated document) and on stderr.
+const MAX_STDOUT: u64 = 64 << 20;
+const MAX_STDERR: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What the threads watching a step report.
+enum Event {
+    /// The step's own process exited (not yet reaped).
+    Exited,
+    /// A stream reached its end.
+    Output(Stream, io::Result<Vec<u8>>),
+    /// A stream passed its limit.
+    TooMuch(Stream),
+}
+
+/// Pipes `doc` through the executable `program`, in a process group of its own. The step must
+/// exit within `timeout` and print at most [`MAX_STDOUT`] and [`MAX_STDERR`] bytes; otherwise
+/// its whole group is killed (SIGKILL) and the step fails. Whatever it leaves running in its
+/// group when it exits is killed too, so a background child holding its output cannot hang
+/// the migration.
+fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, StepError> {
+    let input = serde_json::to_vec(&doc)?;
+    // Registered before it can run: a signal from here on reaches its group.
+    let mut registered = signals::hold();
     let mut child = Command::new(program)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let pid = child.id();
+    registered.set_group(Some(pid));
+    drop(registered);
     let mut stdin = child.stdin.take().expect("piped");
-    let input = serde_json::to_vec(&doc)?;
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    // Both pipes at once: a step that fills stderr must not stall on a full pipe.
-    let output = child.wait_with_output()?;
-    // A step that exits before reading all its input is judged by its status and output.
-    let _ = feeder.join();
-    let (status, errors) = (output.status, String::from_utf8_lossy(&output.stderr));
+    // Not joined: a step that never reads its input must not hold us; the write fails once
+    // the step's group is gone.
+    std::thread::spawn(move || stdin.write_all(&input));
+    let (tx, events) = mpsc::channel();
+    read_capped(
+        child.stdout.take().expect("piped"),
+        Stream::Stdout,
+        MAX_STDOUT,
+        &tx,
+    );
+    read_capped(
+        child.stderr.take().expect("piped"),
+        Stream::Stderr,
+        MAX_STDERR,
+        &tx,
+    );
+    std::thread::spawn(move || {
+        process::wait_exited(pid);
+        let _ = tx.send(Event::Exited);
+    });
+    let deadline = Instant::now() + timeout;
+    let (mut stdout, mut stderr, mut exited) = (None, None, false);
+    let trouble = loop {
+        if let (true, Some(_), Some(_)) = (exited, &stdout, &stderr) {
+            break None;
+        }
+        match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::Exited) => {
+                exited = true;
+                process::kill_group(pid);
+            }
+            Ok(Event::Output(Stream::Stdout, bytes)) => stdout = Some(bytes),
+            Ok(Event::Output(Stream::Stderr, bytes)) => stderr = Some(bytes),
+            Ok(Event::TooMuch(Stream::Stdout)) => {
+                break Some(format!(
+                    "printed more than {} MiB, more than one document can be; it was killed",
+                    MAX_STDOUT >> 20
+                ));
+            }
+            Ok(Event::TooMuch(Stream::Stderr)) => {
+                break Some(format!(
+                    "wrote more than {} MiB to standard error; it was killed",
+                    MAX_STDERR >> 20
+                ));
+            }
+            Err(_) if exited => {
+                break Some(format!(
+                    "exited, but a process it started outside its process group still held its \
+                     output open after {}",
+                    secs(timeout)
+                ));
+            }
+            Err(_) => {
+                break Some(format!(
+                    "did not finish within {} on this document, so it and everything it started \
+                     were killed (raise --step-timeout if it needs longer)",
+                    secs(timeout)
+                ));
+            }
+        }
+    };
+    // Still unreaped, so the group's id is still ours to signal until it is unregistered.
+    process::kill_group(pid);
+    signals::hold().set_group(None);
+    if let Some(why) = trouble {
+        let _ = child.wait();
+        return Err(format!("{} {why}", program.display()).into());
+    }
+    let status = child.wait()?;
+    let stdout = stdout.expect("checked above")?;
+    let errors = stderr.expect("checked above")?;
+    let errors = String::from_utf8_lossy(&errors);
     if !status.success() {
         let why = match errors.lines().next().map(str::trim) {
             Some(first) if !first.is_empty() => format!(": {first}"),
@@ -149,6 +302,29 @@ fn run_step(program: &PathBuf, doc: Value) -> Result<Value, StepError> {
         };
         return Err(format!("{} failed ({status}){why}", program.display()).into());
     }
-    serde_json::from_slice(&output.stdout)
+    serde_json::from_slice(&stdout)
         .map_err(|e| format!("{} printed invalid JSON: {e}", program.display()).into())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Reads `src` to its end on a thread of its own, keeping at most `cap` bytes.
+fn read_capped(
+    src: impl Read + Send + 'static,
+    stream: Stream,
+    cap: u64,
+    tx: &mpsc::Sender<Event>,
+) {
+    let tx = tx.clone();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let event = match src.take(cap + 1).read_to_end(&mut bytes) {
+            Ok(_) if bytes.len() as u64 > cap => Event::TooMuch(stream),
+            Ok(_) => Event::Output(stream, Ok(bytes)),
+            Err(e) => Event::Output(stream, Err(e)),
+        };
+        let _ = tx.send(event);
+    });
 }

@@ -1,11 +1,18 @@
 //! `durafile verify`: checks files against their checksum sidecars, one line per problem and a
 //! summary (or JSON lines), with a progress bar on a terminal when the run is long.
+//!
+//! File names are bytes, not text. In JSON output `path` is the name with each byte that is
+//! not UTF-8 replaced by U+FFFD, and a name that is not UTF-8 also gets `path_bytes`, the
+//! exact bytes as an array of numbers, so nothing is lost. A directory that cannot be read is
+//! reported (status `unreadable`) and the walk goes on with the rest.
 
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use durafile::Error;
 use durafile::checksum::{self, Verification};
+use durafile::error::quote;
 use serde_json::json;
 
 use crate::failure::Failure;
@@ -14,49 +21,70 @@ use crate::progress;
 /// Runs longer than this many bytes get a progress bar (on a terminal only).
 const LONG_RUN_BYTES: u64 = 64 << 20;
 
-/// One file to check and whether it was named explicitly (then a missing sidecar is a problem).
-struct Candidate {
-    path: PathBuf,
-    explicit: bool,
+/// One file to check and whether it was named explicitly (then a missing sidecar is a problem),
+/// or a directory that could not be read, with why.
+enum Candidate {
+    File { path: PathBuf, explicit: bool },
+    Unreadable { path: PathBuf, error: String },
 }
 
 pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failure> {
-    let candidates = collect(paths, recursive)?;
+    let candidates = collect(paths, recursive);
     let total: u64 = candidates
         .iter()
-        .filter_map(|c| c.path.metadata().ok())
+        .filter_map(|c| match c {
+            Candidate::File { path, .. } => path.metadata().ok(),
+            Candidate::Unreadable { .. } => None,
+        })
         .map(|m| m.len())
         .sum();
     let bar = progress::bar(total, total >= LONG_RUN_BYTES, true);
-    let (mut ok, mut failed) = (0u64, 0u64);
+    let (mut ok, mut failed, mut unreadable) = (0u64, 0u64, 0u64);
     let mut out = io::stdout().lock();
     for c in &candidates {
+        let (path, explicit) = match c {
+            Candidate::File { path, explicit } => (path, *explicit),
+            Candidate::Unreadable { path, error } => {
+                unreadable += 1;
+                let what =
+                    format!("cannot read this directory, so its files were not checked: {error}");
+                let line = problem(json, path, "unreadable", &what, None);
+                match bar.as_ref() {
+                    Some(bar) => bar.suspend(|| writeln!(out, "{line}")),
+                    None => writeln!(out, "{line}"),
+                }
+                .map_err(stdout_failure)?;
+                continue;
+            }
+        };
         if let Some(bar) = &bar {
-            bar.set_message(c.path.display().to_string());
+            bar.set_message(quote(path).to_string());
         }
-        let result = checksum::verify(&c.path);
+        let result = checksum::verify(path);
         if let Some(bar) = &bar {
-            bar.inc(c.path.metadata().map_or(0, |m| m.len()));
+            bar.inc(path.metadata().map_or(0, |m| m.len()));
         }
         let line = match result {
             Ok(Verification::Match { digest, pending }) => {
                 ok += 1;
                 json.then(|| {
-                    json!({"path": c.path, "status": "ok", "digest": checksum::to_hex(&digest),
-                           "pending": pending})
-                    .to_string()
+                    let mut obj = path_json(path);
+                    obj.insert("status".into(), "ok".into());
+                    obj.insert("digest".into(), checksum::to_hex(&digest).into());
+                    obj.insert("pending".into(), pending.into());
+                    serde_json::Value::Object(obj).to_string()
                 })
             }
-            Ok(Verification::NoChecksum) if !c.explicit => None,
-            Ok(Verification::NoChecksum) if !c.path.exists() => {
+            Ok(Verification::NoChecksum) if !explicit => None,
+            Ok(Verification::NoChecksum) if !path.exists() => {
                 failed += 1;
-                Some(problem(json, &c.path, "missing", "does not exist", None))
+                Some(problem(json, path, "missing", "does not exist", None))
             }
             Ok(Verification::NoChecksum) => {
                 failed += 1;
                 Some(problem(
                     json,
-                    &c.path,
+                    path,
                     "no-checksum",
                     "has no checksum file",
                     None,
@@ -64,7 +92,7 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
             }
             Err(e) => {
                 failed += 1;
-                Some(describe(json, &c.path, &e))
+                Some(describe(json, path, &e))
             }
         };
         if let Some(line) = line {
@@ -79,12 +107,19 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
         bar.finish_and_clear();
     }
     let summary = if json {
-        json!({"summary": {"files": ok + failed, "ok": ok, "failed": failed}}).to_string()
+        json!({"summary": {"files": ok + failed, "ok": ok, "failed": failed,
+                           "unreadable_dirs": unreadable}})
+        .to_string()
+    } else if unreadable > 0 {
+        format!(
+            "verified {} file(s): {ok} ok, {failed} failed; {unreadable} unreadable director(ies) not checked",
+            ok + failed
+        )
     } else {
         format!("verified {} file(s): {ok} ok, {failed} failed", ok + failed)
     };
     writeln!(out, "{summary}").map_err(stdout_failure)?;
-    Ok(failed == 0)
+    Ok(failed == 0 && unreadable == 0)
 }
 
 fn stdout_failure(e: io::Error) -> Failure {
@@ -123,7 +158,8 @@ fn describe(json: bool, path: &Path, err: &Error) -> String {
     }
 }
 
-/// A problem as one line: `PATH: what` for people, or a JSON object.
+/// A problem as one line: `PATH: what` for people (the name quoted where it is not plain
+/// text), or a JSON object.
 fn problem(
     json: bool,
     path: &Path,
@@ -132,23 +168,38 @@ fn problem(
     extra: Option<serde_json::Value>,
 ) -> String {
     if !json {
-        return format!("{}: {what}", path.display());
+        // Quoted: names under a shared directory are other users' and may hold newlines or
+        // terminal escape sequences.
+        return format!("{}: {what}", quote(path));
     }
-    let mut obj = json!({"path": path, "status": status, "message": what});
-    if let (Some(map), Some(serde_json::Value::Object(more))) = (obj.as_object_mut(), extra) {
-        map.extend(more);
+    let mut obj = path_json(path);
+    obj.insert("status".into(), status.into());
+    obj.insert("message".into(), what.into());
+    if let Some(serde_json::Value::Object(more)) = extra {
+        obj.extend(more);
     }
-    obj.to_string()
+    serde_json::Value::Object(obj).to_string()
+}
+
+/// `path` as JSON fields: `path`, lossy where the name is not UTF-8 (serialising such a path
+/// directly is an error), and then `path_bytes` with the exact bytes.
+fn path_json(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("path".into(), path.to_string_lossy().into());
+    if path.to_str().is_none() {
+        obj.insert("path_bytes".into(), path.as_os_str().as_bytes().into());
+    }
+    obj
 }
 
 /// The files to check: each file named (a sidecar stands for its data file), and in each
 /// directory every file that has a sidecar, descending with `recursive`.
-fn collect(paths: &[PathBuf], recursive: bool) -> Result<Vec<Candidate>, Failure> {
+fn collect(paths: &[PathBuf], recursive: bool) -> Vec<Candidate> {
     let mut found = Vec::new();
     for path in paths {
         // A path that does not exist is checked like a file, and reported as a problem.
         if !path.is_dir() {
-            found.push(Candidate {
+            found.push(Candidate::File {
                 path: checksum::checksummed_file(path).unwrap_or_else(|| path.clone()),
                 explicit: true,
             });
@@ -157,18 +208,32 @@ fn collect(paths: &[PathBuf], recursive: bool) -> Result<Vec<Candidate>, Failure
         let walk = walkdir::WalkDir::new(path)
             .max_depth(if recursive { usize::MAX } else { 1 })
             .sort_by_file_name();
+        // A directory that cannot be read is reported and skipped; the walk goes on, so one
+        // unreadable corner does not hide a mismatch elsewhere.
         for entry in walk {
-            let entry =
-                entry.map_err(|e| Failure::new(format!("verify {}: {e}", path.display())))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let error = match e.io_error() {
+                        Some(io) => io.to_string(),
+                        None => e.to_string(),
+                    };
+                    found.push(Candidate::Unreadable {
+                        path: e.path().unwrap_or(path).to_path_buf(),
+                        error,
+                    });
+                    continue;
+                }
+            };
             if entry.file_type().is_file()
                 && let Some(data) = checksum::checksummed_file(entry.path())
             {
-                found.push(Candidate {
+                found.push(Candidate::File {
                     path: data,
                     explicit: false,
                 });
             }
         }
     }
-    Ok(found)
+    found
 }

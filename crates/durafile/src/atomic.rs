@@ -177,6 +177,54 @@ impl AtomicFile {
         AtomicFile::create(Target::resolve(path)?, opts, Some(lock), None)
     }
 
+    /// [`AtomicFile::new`] under `path`'s exclusive lock that the caller already holds, such as
+    /// one adopted from a parent process with [`lock::adopt_inherited`], instead of taking it
+    /// (which would wait for ourselves).
+    ///
+    /// # Errors
+    ///
+    /// At [`Step::Lock`] when `lock` is not `path`'s lock or is shared; otherwise as
+    /// [`AtomicFile::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use durafile::lock::{self, LockMode};
+    /// use durafile::{AtomicFile, Options};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("state.json");
+    /// let held = lock::acquire(&path, LockMode::Exclusive, None)?;
+    /// let mut file = AtomicFile::with_held_lock(&path, &Options::new(), held)?;
+    /// file.write_all(b"{}")?;
+    /// file.commit()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_held_lock(
+        path: impl AsRef<Path>,
+        opts: &Options,
+        lock: FileLock,
+    ) -> Result<AtomicFile> {
+        let target = Target::resolve(path.as_ref())?;
+        let lock_file = target.sibling(names::lock_name(&target.name));
+        let ours = fs::symlink_metadata(&lock_file).is_ok_and(|m| sys::file_id(&m) == lock.id());
+        if !ours || lock.mode() != LockMode::Exclusive {
+            let why = format!(
+                "the lock given is {}'s, held {:?}; writing needs {}'s, held exclusive",
+                crate::error::quote(lock.lock_file()),
+                lock.mode(),
+                crate::error::quote(&lock_file)
+            );
+            return Err(Error::io(
+                Step::Lock,
+                &target.given,
+                io::Error::new(io::ErrorKind::InvalidInput, why),
+            ));
+        }
+        AtomicFile::create(target, opts, Some(lock), None)
+    }
+
     /// [`AtomicFile::new`] for a file whose writers are already excluded by a lock the caller
     /// holds, so that no lock file is made for it. A new file takes the permission bits,
     /// owner and group of `predecessor` (the file it succeeds: a state's previous generation,

@@ -12,7 +12,9 @@
 //!
 //! # Group commit, and what is durable when
 //!
-//! Documents are committed in groups of up to [`BatchProcessor::group_size`] files:
+//! Documents are committed in groups of up to [`BatchProcessor::group_size`] files, fewer
+//! when the descriptors a group holds (three per document until it commits) would not fit the
+//! process's `RLIMIT_NOFILE`:
 //!
 //! 1. their locks are taken in one global order (so two batches cannot deadlock);
 //! 2. the worker threads read, apply the operations, write and fsync each temp file, in
@@ -24,6 +26,9 @@
 //! [`Outcome::Applied`] is durable once [`BatchProcessor::run`] returns (its group is durable
 //! as soon as step 3 is done); the cost is one file fsync per document, in parallel, plus two
 //! directory fsyncs per directory per group, instead of a file and a directory fsync per write.
+//! A failure after a document's rename (the directory fsync, the sidecar's last step) leaves
+//! its new content in place: its operations are [`Outcome::AppliedDurabilityUnknown`], never
+//! failed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -71,6 +76,11 @@ impl Op {
 pub enum Outcome {
     /// Applied and committed.
     Applied,
+    /// Applied: the new content is in place and every reader sees it, but a step after the
+    /// rename failed (the directory fsync, or finishing the checksum sidecar), so it may not
+    /// survive a power loss. The error says which step; as with a single write
+    /// ([`Error::target_untouched`] is false), this is never reported as "not applied".
+    AppliedDurabilityUnknown(Arc<Error>),
     /// Not applied, and why. Operations on one document that failed together share the error.
     Failed(Arc<Error>),
     /// Not attempted: the batch was cancelled first.
@@ -85,9 +95,14 @@ pub struct BatchReport {
 }
 
 impl BatchReport {
-    /// How many operations were applied.
+    /// How many operations were applied, including those whose durability is unknown.
     pub fn applied(&self) -> usize {
-        self.count(|o| matches!(o, Outcome::Applied))
+        self.count(|o| matches!(o, Outcome::Applied | Outcome::AppliedDurabilityUnknown(_)))
+    }
+
+    /// How many operations were applied but may not survive a power loss.
+    pub fn durability_unknown(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::AppliedDurabilityUnknown(_)))
     }
 
     /// How many operations failed.
@@ -194,8 +209,11 @@ impl BatchProcessor {
         self
     }
 
-    /// Commits at most `n` documents (at least 1) together. Each holds a lock and an open temp
-    /// file until its group commits, so this bounds open descriptors at about 2n.
+    /// Commits at most `n` documents (at least 1) together. Each holds a lock, an open temp
+    /// file and its checked directory until its group commits, so this bounds open
+    /// descriptors at about 3n. Whatever
+    /// `n` says, a group is made small enough that its descriptors fit the process's limit
+    /// (`RLIMIT_NOFILE`, less those already open and some headroom for the workers).
     #[must_use]
     pub fn group_size(mut self, n: usize) -> BatchProcessor {
         self.group_size = n.max(1);
@@ -239,7 +257,7 @@ impl BatchProcessor {
         }
         let groups: Vec<Group> = groups.into_values().collect();
         let mut done = total - groups.iter().map(|g| g.ops.len()).sum::<usize>();
-        for chunk in groups.chunks(self.group_size) {
+        for chunk in groups.chunks(self.fitting_group_size()) {
             if cancel.load(Ordering::Relaxed) {
                 break;
             }
@@ -252,6 +270,26 @@ impl BatchProcessor {
             progress(Progress { done, total });
         }
         BatchReport { outcomes }
+    }
+
+    /// The group size, made to fit the descriptors this process may still open: three per
+    /// document held until the group commits (its lock, its temp file and the pinned
+    /// directory every step goes through), and a few per
+    /// worker for the moment (the current content, the sidecar and its temp file, a
+    /// directory to fsync). Running out part-way would fail documents for no reason of
+    /// their own.
+    fn fitting_group_size(&self) -> usize {
+        const HELD_PER_DOCUMENT: u64 = 3;
+        const BRIEF_PER_WORKER: u64 = 4;
+        const SPARE: u64 = 8;
+        let Some(limit) = sys::open_files_limit() else {
+            return self.group_size;
+        };
+        let busy = sys::open_files().unwrap_or(3) + SPARE + BRIEF_PER_WORKER * self.workers as u64;
+        let fits = limit.saturating_sub(busy) / HELD_PER_DOCUMENT;
+        self.group_size
+            .min(usize::try_from(fits).unwrap_or(usize::MAX))
+            .max(1)
     }
 
     /// Applies and commits one group of documents; returns outcomes by operation index.
@@ -376,7 +414,8 @@ fn fail_all(outcomes: &mut Vec<(usize, Outcome)>, indices: &[usize], error: Arc<
 }
 
 /// Step 3 of the group commit: one directory fsync for the sidecars' first step, the renames,
-/// one directory fsync for the renames, the sidecars' last step.
+/// one directory fsync for the renames, the sidecars' last step. A failure after a document's
+/// rename leaves its new content in place: it is applied, with its durability unknown.
 fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)>) {
     let mut ready = ready;
     let begun: BTreeSet<PathBuf> = ready
@@ -411,13 +450,13 @@ fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)
         }
     }
     for (ops, file) in published {
-        if let Some(Some(error)) = synced.get(file.dir()) {
-            fail_all(outcomes, &ops, error.clone());
-            continue;
-        }
-        match file.finish() {
-            Ok(()) => outcomes.extend(ops.into_iter().map(|i| (i, Outcome::Applied))),
-            Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
-        }
+        let outcome = match synced.get(file.dir()) {
+            Some(Some(error)) => Outcome::AppliedDurabilityUnknown(error.clone()),
+            _ => match file.finish() {
+                Ok(()) => Outcome::Applied,
+                Err(e) => Outcome::AppliedDurabilityUnknown(Arc::new(e)),
+            },
+        };
+        outcomes.extend(ops.into_iter().map(|i| (i, outcome.clone())));
     }
 }

@@ -133,6 +133,11 @@ impl FileLock {
         &self.lock_file
     }
 
+    /// The lock file's device and inode.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.id
+    }
+
     /// Records in the lock file the temp file this holder is writing, for the next holder to
     /// remove if this process dies (see the module docs). Best effort: without the record an
     /// orphan is still found by [`crate::recover`].
@@ -356,15 +361,7 @@ pub(crate) fn lock_target(
                 let temp = read_record(&file).and_then(|r| r.temp);
                 let _ = write_record(&file, temp.as_deref());
             }
-            held().push((id, me));
-            return Ok(FileLock {
-                _file: file,
-                lock_file,
-                mode,
-                id,
-                owner: me,
-                records,
-            });
+            return Ok(register(file, lock_file, mode, id, records));
         }
     }
 }
@@ -564,6 +561,108 @@ fn wait_for(
         }
         thread::sleep(sleep);
         pause = (pause * 2).min(Duration::from_millis(25));
+    }
+}
+
+/// Adopts `path`'s lock that this process inherited on descriptor `fd` from a parent that
+/// holds it in `mode`, as `durafile lock` passes its lock to its command (like `flock(1)`).
+///
+/// A flock belongs to the open file description, which parent and child share; so the child
+/// may write under it, while asking for the lock anew would wait for its own parent forever.
+/// The proof that the lock is held: `fd` is open on the very lock file of `path` (same device
+/// and inode), and a non-blocking flock in `mode` on it succeeds at once, which it does when
+/// that description holds the lock (if nobody held it, it now does, which is as good).
+///
+/// `mode` must be the mode the parent holds: a flock in the other mode on the same description
+/// would convert the parent's lock, which Linux does by releasing it first.
+///
+/// # Errors
+///
+/// At [`Step::Lock`] when `fd` is not open on `path`'s lock file, or when the lock is held
+/// through another open file description (the flock would block); [`Error::AlreadyLocked`]
+/// when this thread holds the lock already.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use durafile::lock::{self, LockMode};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("state.json");
+/// let parent = lock::acquire(&path, LockMode::Exclusive, None)?;
+/// // What a child inherits: a descriptor of the same open file description.
+/// let inherited = parent.as_fd().try_clone_to_owned()?;
+/// let child = std::thread::spawn(move || lock::adopt_inherited(&path, inherited, LockMode::Exclusive));
+/// assert_eq!(child.join().unwrap()?.mode(), LockMode::Exclusive);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn adopt_inherited(path: &Path, fd: std::os::fd::OwnedFd, mode: LockMode) -> Result<FileLock> {
+    let target = Target::resolve(path)?;
+    let lock_file = target.sibling(names::lock_name(&target.name));
+    let refuse = |why: String| {
+        Error::io(
+            Step::Lock,
+            &target.given,
+            io::Error::new(io::ErrorKind::InvalidInput, why),
+        )
+    };
+    let file = File::from(fd);
+    let id = sys::file_id(
+        &file
+            .metadata()
+            .map_err(|e| Error::io(Step::Lock, path, e))?,
+    );
+    if !fs::symlink_metadata(&lock_file).is_ok_and(|m| sys::file_id(&m) == id) {
+        return Err(refuse(format!(
+            "the inherited descriptor is not open on the lock file {}",
+            quote(&lock_file)
+        )));
+    }
+    let me = thread::current().id();
+    if held().contains(&(id, me)) {
+        return Err(Error::AlreadyLocked {
+            path: target.given.clone(),
+        });
+    }
+    let locked = match mode {
+        LockMode::Exclusive => file.try_lock(),
+        LockMode::Shared => file.try_lock_shared(),
+    };
+    match locked {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(refuse(format!(
+                "{} is locked, but not through the inherited descriptor: another process holds it",
+                quote(&lock_file)
+            )));
+        }
+        Err(TryLockError::Error(e)) => return Err(Error::io(Step::Lock, path, e)),
+    }
+    // An adopting writer records its temp file like any exclusive holder, so a killed command
+    // under `durafile lock` leaves an orphan the next writer finds; the parent's record of
+    // when the lock was taken stays until then.
+    let records = mode == LockMode::Exclusive && sys::is_writable(&file);
+    Ok(register(file, lock_file, mode, id, records))
+}
+
+/// The guard of a lock this thread has just taken, counted in [`held`] until it is dropped.
+fn register(
+    file: File,
+    lock_file: PathBuf,
+    mode: LockMode,
+    id: (u64, u64),
+    records: bool,
+) -> FileLock {
+    let owner = thread::current().id();
+    held().push((id, owner));
+    FileLock {
+        _file: file,
+        lock_file,
+        mode,
+        id,
+        owner,
+        records,
     }
 }
 

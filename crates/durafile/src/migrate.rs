@@ -36,6 +36,12 @@
 //! again and one still pending is migrated now, so none is migrated twice and none is
 //! skipped. The backups of the last migration stay until the next one commits.
 //!
+//! Every `*.json` file directly in the directory is a document to migrate, or is reported:
+//! one that no key can name (a hidden name, `..`, a name ending like durafile's own files, a
+//! name that is not UTF-8 or longer than [`MAX_KEY_LEN`](crate::data_handler::MAX_KEY_LEN)
+//! bytes) or that is not a regular file is left as it is and listed in
+//! [`DirMigration::skipped`] with the reason, never passed over in silence.
+//!
 //! Migrations are meant to run while the application's writers are stopped. If one writes
 //! a document anyway between phases 1 and 3, durafile does not overwrite that write: the
 //! document is reported in [`DirMigration::conflicts`] and left for a rerun to migrate.
@@ -43,15 +49,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::atomic::{AtomicFile, write_covered};
 use crate::checksum;
-use crate::data_handler::DataHandler;
+use crate::data_handler::{DataHandler, validate_key};
 use crate::error::{Error, Result, Step};
 use crate::file_manager::{FileManager, parse};
 use crate::lock::{self, LockMode};
@@ -131,6 +138,17 @@ pub struct DirMigration {
     /// Whether an interrupted earlier migration was found (and, unless a dry run, rolled back
     /// or forward first).
     pub resumed: bool,
+    /// Files named like documents (`*.json`) that were not migrated, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A `*.json` file of a migrated directory that is not a document durafile can migrate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was left as it is.
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -284,7 +302,7 @@ impl Migrator {
             ..DirMigration::default()
         };
         let staging = dir.join(STAGING);
-        let keys = docs.list()?;
+        let keys = discover(docs, &mut report.skipped)?;
         let mut entries = Vec::new();
         if !dry_run {
             // Private: it holds copies of documents that may be private.
@@ -438,6 +456,45 @@ fn apply(
     sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &journal_path, e))?;
     remove_dir_if_exists(&staging)?;
     Ok(conflicts)
+}
+
+/// The keys of the documents in `docs`' directory, sorted; every other `*.json` entry goes to
+/// `skipped` with the reason. Names are compared as bytes, so a name that is not UTF-8 is
+/// reported rather than missed.
+fn discover(docs: &DataHandler, skipped: &mut Vec<Skipped>) -> Result<Vec<String>> {
+    let dir = docs.dir();
+    let err = |e| Error::io(Step::ReadDir, dir, e);
+    let mut keys = Vec::new();
+    for entry in fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name();
+        let Some(stem) = name.as_bytes().strip_suffix(b".json") else {
+            continue;
+        };
+        let path = entry.path();
+        let refused = match std::str::from_utf8(stem) {
+            Err(_) => Err("its name is not UTF-8, so no key names it".to_owned()),
+            Ok(key) => match validate_key(key) {
+                Err(Error::InvalidKey { reason, .. }) => {
+                    Err(format!("no key can name it: {reason}"))
+                }
+                Err(e) => Err(e.to_string()),
+                // Following symlinks, as loading the document does.
+                Ok(()) => match fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => Ok(key.to_owned()),
+                    Ok(_) => Err("it is not a regular file".to_owned()),
+                    Err(e) => Err(format!("cannot inspect it: {e}")),
+                },
+            },
+        };
+        match refused {
+            Ok(key) => keys.push(key),
+            Err(reason) => skipped.push(Skipped { path, reason }),
+        }
+    }
+    keys.sort();
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(keys)
 }
 
 /// Keeps the old version of `path` at `backup`: a hard link (no copy) where the filesystem

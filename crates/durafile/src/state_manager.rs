@@ -289,8 +289,24 @@ impl StateManager {
         lock::acquire(&self.dir.join(&self.name), LockMode::Exclusive, timeout)
     }
 
+    /// One more than the newest generation. At `u64::MAX` there is no next number: wrapping
+    /// to 0 would make every later save rewrite generation 0 and lose the order.
     fn next_number(&self) -> Result<u64> {
-        Ok(self.history()?.first().map_or(1, |g| g.number + 1))
+        let Some(newest) = self.history()?.into_iter().next() else {
+            return Ok(1);
+        };
+        newest.number.checked_add(1).ok_or_else(|| {
+            Error::io(
+                Step::Write,
+                &newest.path,
+                io::Error::other(format!(
+                    "generation {} is the largest number a generation can have, so no newer \
+                     one can be saved (rename the generations to small numbers, keeping their \
+                     order, or move them away)",
+                    newest.number
+                )),
+            )
+        })
     }
 
     /// Removes all but the newest `keep` generations, with their checksum sidecars.

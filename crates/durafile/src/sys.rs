@@ -351,3 +351,32 @@ pub(crate) fn start_writeback(file: &File, from: u64, to: u64) {
 /// No early writeback outside Linux: the fsync at commit does all of it.
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn start_writeback(_file: &File, _from: u64, _to: u64) {}
+
+/// The soft limit on this process's open descriptors (`RLIMIT_NOFILE`); `None` when unlimited
+/// or unknown.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `limit`, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// How many descriptors this process has open (`/dev/fd` lists them on Linux and macOS,
+/// counting the one that lists them); `None` when it cannot be read.
+pub(crate) fn open_files() -> Option<u64> {
+    Some(fs::read_dir("/dev/fd").ok()?.count() as u64)
+}
+
+/// Whether `file` was opened for writing (its access mode, `fcntl(F_GETFL)`), as an inherited
+/// descriptor does not say otherwise.
+pub(crate) fn is_writable(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL on a descriptor we hold reads its flags and touches no memory.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    flags >= 0 && matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
+}

@@ -244,3 +244,37 @@ fn interrupted_write_is_retried_not_fatal() {
     assert_eq!(fs::read(&path).unwrap(), b"whole");
     scenario.teardown();
 }
+
+/// A batch whose directory fsync fails after the renames: every document has its new content,
+/// so every operation is reported applied with its durability unknown, never failed.
+#[test]
+fn batch_failure_after_the_rename_is_applied_with_durability_unknown() {
+    use durafile::batch::{BatchProcessor, Op, Outcome};
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let ops: Vec<Op> = (0..40)
+        .map(|i| Op::Write {
+            path: dir.path().join(format!("d{}.json", i % 10)),
+            value: serde_json::json!({ "i": i }),
+        })
+        .collect();
+    fail::cfg("durafile::before_sync_dir", "return(EIO)").unwrap();
+    let report = BatchProcessor::new(durafile::FileManager::new(Options::new())).run(ops);
+    fail::remove("durafile::before_sync_dir");
+    scenario.teardown();
+    assert_eq!((report.applied(), report.failed()), (40, 0));
+    assert_eq!(report.durability_unknown(), 40);
+    for outcome in &report.outcomes {
+        let Outcome::AppliedDurabilityUnknown(e) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(e.step(), Some(Step::SyncDir), "{e}");
+        assert!(e.to_string().contains("durability is unknown"), "{e}");
+    }
+    for i in 0..10 {
+        let doc = fs::read_to_string(dir.path().join(format!("d{i}.json"))).unwrap();
+        assert_eq!(doc, format!("{{\"i\":{}}}\n", 30 + i));
+    }
+    assert!(temp_files(dir.path()).is_empty());
+}

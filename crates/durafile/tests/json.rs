@@ -322,6 +322,39 @@ fn state_names_are_validated_and_separate() {
     assert_eq!(b.history().unwrap().len(), 2);
 }
 
+/// The newest generation number is u64::MAX: a save or rollback fails with a clear error
+/// and writes nothing, instead of wrapping to generation 0 (or panicking on the overflow).
+#[test]
+fn generation_number_overflow_is_an_error_not_a_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let states = StateManager::open(dir.path(), FileManager::default())
+        .unwrap()
+        .keep(usize::MAX);
+    states.save_current_state(&1).unwrap();
+    let max = dir.path().join(format!("state.{}.json", u64::MAX));
+    fs::write(&max, "2").unwrap();
+    let before = names(dir.path());
+    let save = std::panic::catch_unwind(|| states.save_current_state(&3));
+    let err = save.expect("no panic on overflow").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&u64::MAX.to_string()), "{msg}");
+    assert!(msg.contains("largest"), "{msg}");
+    let rollback = std::panic::catch_unwind(|| states.rollback(1));
+    let err = rollback.expect("no panic on overflow").unwrap_err();
+    assert!(err.to_string().contains("largest"), "{err}");
+    assert_eq!(
+        names(dir.path()),
+        before,
+        "nothing written, no generation 0"
+    );
+    assert!(!dir.path().join("state.0.json").exists());
+    assert_eq!(fs::read(&max).unwrap(), b"2");
+    assert_eq!(
+        states.load_current_state::<u32>().unwrap().unwrap().state,
+        2
+    );
+}
+
 /// SIGKILL during `save_current_state` at random moments never leaves a state that cannot be
 /// loaded, nor one older than the last save that returned.
 #[test]

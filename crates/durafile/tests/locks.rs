@@ -276,3 +276,62 @@ fn child_entry() {
         other => panic!("unknown role {other:?}"),
     }
 }
+
+/// A lock inherited from a parent (here: a descriptor of the holder's open file description,
+/// used from another thread) is adopted only with proof: the descriptor is open on this
+/// path's lock file, and the flock succeeds at once through it. Anything else is refused at
+/// once, never waited for.
+#[test]
+fn an_inherited_lock_is_adopted_only_with_proof() {
+    use std::os::fd::{AsFd, OwnedFd};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let other = dir.path().join("other.json");
+    let holder = lock::acquire(&path, LockMode::Exclusive, None).unwrap();
+    let lock_file = holder.lock_file().to_path_buf();
+    let adopt = |fd: OwnedFd, on: PathBuf| {
+        thread::spawn(move || lock::adopt_inherited(&on, fd, LockMode::Exclusive))
+            .join()
+            .unwrap()
+    };
+    // The same open file description: adopted, and a write under it needs no second lock.
+    let inherited = holder.as_fd().try_clone_to_owned().unwrap();
+    let adopted = adopt(inherited, path.clone()).unwrap();
+    let mut file = AtomicFile::with_held_lock(&path, &Options::new(), adopted).unwrap();
+    file.write_all(b"under the parent's lock").unwrap();
+    file.commit().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"under the parent's lock");
+    // Another open of the lock file: the flock would block, so it is refused at once.
+    let start = Instant::now();
+    let fresh: OwnedFd = fs::File::open(&lock_file).unwrap().into();
+    let err = adopt(fresh, path.clone()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not through the inherited descriptor"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // A descriptor of another file, or another path's lock: refused.
+    let wrong: OwnedFd = fs::File::open(dir.path()).unwrap().into();
+    let err = adopt(wrong, path.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("not open on the lock file"),
+        "{err}"
+    );
+    let inherited = holder.as_fd().try_clone_to_owned().unwrap();
+    let err = adopt(inherited, other.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("not open on the lock file"),
+        "{err}"
+    );
+    // A write needs this path's exclusive lock.
+    drop(holder);
+    let shared = lock::acquire(&path, LockMode::Shared, None).unwrap();
+    let err = AtomicFile::with_held_lock(&path, &Options::new(), shared).unwrap_err();
+    assert!(err.to_string().contains("exclusive"), "{err}");
+    let elsewhere = lock::acquire(&other, LockMode::Exclusive, None).unwrap();
+    let err = AtomicFile::with_held_lock(&path, &Options::new(), elsewhere).unwrap_err();
+    assert!(err.to_string().contains("writing needs"), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), b"under the parent's lock");
+    assert!(common::temp_files(dir.path()).is_empty());
+}

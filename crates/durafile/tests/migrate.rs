@@ -264,3 +264,39 @@ fn child_entry() {
         other => panic!("unknown role {other:?}"),
     }
 }
+
+/// Every `*.json` the keys cannot name is listed in `skipped` with the reason, untouched,
+/// while the documents are migrated.
+#[test]
+fn json_files_no_key_names_are_reported_not_passed_over() {
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tempfile::tempdir().unwrap();
+    let docs = fill_with(dir.path(), Durability::None, 2);
+    let odd: Vec<std::ffi::OsString> = vec![
+        "a..b.json".into(),
+        "x.tmp.json".into(),
+        ".hidden.json".into(),
+        std::ffi::OsString::from_vec(b"caf\xe9.json".to_vec()),
+        format!("{}.json", "k".repeat(201)).into(),
+    ];
+    for name in &odd {
+        fs::write(dir.path().join(name), "{}").unwrap();
+    }
+    let report = migrator(None)
+        .migrate_dir(&docs, None, false, &|_, _, _| {})
+        .unwrap();
+    assert_eq!(report.migrated.len(), 2);
+    let mut skipped: Vec<_> = report
+        .skipped
+        .iter()
+        .map(|s| s.path.file_name().unwrap().to_owned())
+        .collect();
+    skipped.sort();
+    let mut expected = odd.clone();
+    expected.sort();
+    assert_eq!(skipped, expected);
+    assert!(report.skipped.iter().all(|s| !s.reason.is_empty()));
+    for name in &odd {
+        assert_eq!(fs::read(dir.path().join(name)).unwrap(), b"{}");
+    }
+}
