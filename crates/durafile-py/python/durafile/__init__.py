@@ -85,6 +85,7 @@ __all__ = [
     "StateFallbackWarning",
     "AtomicWriter",
     "Lock",
+    "CancelFlag",
     "VerifyReport",
     "VerifyResult",
     "RecoveryReport",
@@ -98,6 +99,7 @@ __all__ = [
 
 PathLike = Union[str, "os.PathLike[str]"]
 Lock = _native.Lock
+CancelFlag = _native.CancelFlag
 
 # --- whole files -------------------------------------------------------------------------------
 
@@ -931,10 +933,11 @@ class BatchProcessor:
         ops: Iterable[Union[Write, Merge]],
         *,
         progress: Optional[Callable[[int, int], None]] = None,
-        cancel: Optional[_native.CancelFlag] = None,
+        cancel: Optional[CancelFlag] = None,
     ) -> BatchReport:
         """Runs ``ops`` to the end and reports each one's outcome; a failing operation does
-        not stop the others. ``progress(done, total)`` is called after each group commits."""
+        not stop the others. ``progress(done, total)`` is called after each group commits;
+        setting ``cancel`` (a durafile.CancelFlag) stops the batch before its next document."""
         return self._run(self._encode(ops), progress, cancel)
 
     def submit(

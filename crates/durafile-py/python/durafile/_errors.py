@@ -58,10 +58,15 @@ class Error(OSError):
 
     def __reduce__(self) -> Tuple[Any, ...]:
         # Exceptions cross process boundaries (multiprocessing, concurrent.futures) pickled.
-        return (_rebuild, (type(self), self.args, self.__dict__))
+        # By kind and errno, not by class: the classes mixed with a builtin are made at run
+        # time and cannot be looked up by name.
+        return (_rebuild, (getattr(self, "kind", None), self.errno, self.args, self.__dict__))
 
 
-def _rebuild(cls: Type[Error], args: Tuple[Any, ...], state: Dict[str, Any]) -> Error:
+def _rebuild(
+    kind: Optional[str], code: Optional[int], args: Tuple[Any, ...], state: Dict[str, Any]
+) -> Error:
+    cls = _BY_KIND.get(kind or "") or _class_for_errno(code)
     exc = cls(*args)
     exc.__dict__.update(state)
     return exc
