@@ -154,7 +154,7 @@ impl AtomicWriter {
             let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
             guard.as_mut().map(f)
         })
-        .ok_or_else(|| closed())?
+        .ok_or_else(closed)?
         .or_raise(py)
     }
 
