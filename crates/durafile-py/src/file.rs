@@ -24,11 +24,11 @@ pub(crate) enum Data {
 
 impl Data {
     pub(crate) fn extract(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Data> {
-        if let Ok(s) = obj.extract::<PyBackedStr>() {
-            return Ok(Data::Str(s));
+        if let Ok(b) = obj.extract::<PyBackedBytes>() {
+            return Ok(Data::Bytes(b));
         }
-        obj.extract::<PyBackedBytes>()
-            .map(Data::Bytes)
+        obj.extract::<PyBackedStr>()
+            .map(Data::Str)
             .map_err(|_| {
                 let type_name = obj
                     .get_type()
