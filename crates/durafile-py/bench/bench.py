@@ -210,8 +210,13 @@ def machine(directory: Path) -> str:
                 break
     except OSError:
         pass
+    shown = directory.parent
+    try:
+        shown = shown.resolve().relative_to(Path(__file__).resolve().parents[3])
+    except ValueError:
+        pass
     return (
-        f"{fstype} (`{directory.parent}`); {platform.system()} {platform.release()}, "
+        f"{fstype} (`{shown}`); {platform.system()} {platform.release()}, "
         f"{os.cpu_count()} CPUs ({cpu}), CPython {platform.python_version()}, durafile release "
         f"build, atomicwrites {atomicwrites.__version__}, filelock {filelock.__version__}"
     )

@@ -27,15 +27,13 @@ impl Data {
         if let Ok(b) = obj.extract::<PyBackedBytes>() {
             return Ok(Data::Bytes(b));
         }
-        obj.extract::<PyBackedStr>()
-            .map(Data::Str)
-            .map_err(|_| {
-                let type_name = obj
-                    .get_type()
-                    .name()
-                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-                PyTypeError::new_err(format!("{what} must be bytes or str, not {type_name}"))
-            })
+        obj.extract::<PyBackedStr>().map(Data::Str).map_err(|_| {
+            let type_name = obj
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+            PyTypeError::new_err(format!("{what} must be bytes or str, not {type_name}"))
+        })
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {

@@ -210,8 +210,11 @@ class AtomicWriter:
         except BaseException:
             self.discard()
             raise
-        self._native.commit()
-        self._stream.close()
+        try:
+            self._native.commit()
+        finally:
+            self._sink._native = None
+            self._stream.close()
 
     def discard(self) -> None:
         """Throws the new content away and releases the lock; the file is untouched."""
@@ -476,7 +479,12 @@ class FileManager:
         when its content is corrupt, and json.JSONDecodeError when it is not JSON.
         """
         data = read(path, checksum=self.checksum or None, timeout=self.timeout)
-        return self._json.loads(data)
+        try:
+            return self._json.loads(data)
+        except json.JSONDecodeError as e:
+            if hasattr(e, "add_note"):  # Python 3.11+: say which file
+                e.add_note(f"durafile: parse {os.fspath(path)}")
+            raise
 
     def write_json_file(self, path: PathLike, obj: Any) -> None:
         """Replaces ``path`` with ``obj`` as JSON, atomically. An object ``json`` cannot
