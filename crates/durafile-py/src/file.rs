@@ -313,7 +313,9 @@ impl Lock {
     /// The sidecar lock file (`dir/.NAME.lock`).
     #[getter]
     fn lock_file<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let file = lock::lock_file_path(&self.path).map_err(|e| to_py(py, &e))?;
+        let file = py
+            .detach(|| lock::lock_file_path(&self.path))
+            .map_err(|e| to_py(py, &e))?;
         Ok(path_str(py, &file))
     }
 

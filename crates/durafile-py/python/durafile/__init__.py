@@ -97,6 +97,13 @@ __all__ = [
     "Outcome",
 ]
 
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("durafile")
+except Exception:  # noqa: BLE001 - running from a source tree without metadata
+    __version__ = "0+unknown"
+
 PathLike = Union[str, "os.PathLike[str]"]
 Lock = _native.Lock
 CancelFlag = _native.CancelFlag
