@@ -8,8 +8,11 @@ import datetime
 import decimal
 import json
 import os
+import shutil
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +151,19 @@ def test_lock_excludes_and_times_out(tmp_path: Path) -> None:
     durafile.write(p, "free")
 
 
+def _wait_until_held_elsewhere(path: Path) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        probe = durafile.lock(path, timeout=0)
+        try:
+            probe.acquire()
+        except durafile.LockTimeout:
+            return
+        probe.release()
+        time.sleep(0.02)
+    pytest.fail("the other process never took the lock")
+
+
 def test_lock_is_the_cli_lock(tmp_path: Path, durafile_bin: str) -> None:
     p = tmp_path / "f.json"
     with durafile.lock(p):
@@ -159,6 +175,21 @@ def test_lock_is_the_cli_lock(tmp_path: Path, durafile_bin: str) -> None:
     assert r.returncode == 1 and "still held" in r.stderr
     r = subprocess.run([durafile_bin, "lock", str(p), "--", "true"], capture_output=True)
     assert r.returncode == 0
+    # And the other way round: the CLI (and flock(1)) holding the lock keeps Python out.
+    holders = [[durafile_bin, "lock", str(p), "--", "sleep", "3"]]
+    if shutil.which("flock"):
+        holders.append(["flock", str(tmp_path / ".f.json.lock"), "sleep", "3"])
+    for holder in holders:
+        # Its own process group: the command inherits the lock, so both must go.
+        child = subprocess.Popen(holder, start_new_session=True)
+        _wait_until_held_elsewhere(p)
+        try:
+            with pytest.raises(durafile.LockTimeout):
+                durafile.write(p, "kept out", timeout=0.2)
+        finally:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        durafile.write(p, "free again", timeout=5)
 
 
 def test_verify_report(tmp_path: Path) -> None:
