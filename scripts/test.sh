@@ -27,8 +27,15 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-test.txt
 # The Rust tests that need a Python (the S3 server for the remote backend) find it here.
 export DURAFILE_TEST_PYTHON="$PWD/$venv/bin/python"
+# maturin, the Python package's build backend, is called by name from pip's build hooks.
+export PATH="$PWD/$venv/bin:$PATH"
 
 cargo test --workspace --all-features
+# The Python tests run the CLI that `cargo test` just built beside the package.
+export DURAFILE_BIN="$PWD/target/debug/durafile"
 
-"$venv/bin/python" -m pip install -q --disable-pip-version-check ./crates/durafile-py
+# The package as users get it: a release build through maturin (the PEP 517 backend), from
+# the source in this checkout, replacing whatever an earlier run installed.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation \
+  --force-reinstall --no-deps ./crates/durafile-py
 "$venv/bin/python" -m pytest -q crates/durafile-py/tests
