@@ -325,10 +325,7 @@ pub(crate) fn foreign_error(target: &Target, reason: String) -> Error {
     Error::BadChecksumFile {
         path: target.given.clone(),
         sidecar: sidecar_of(target),
-        reason: format!(
-            "{reason}; it is not durafile's checksum file, so durafile neither verifies against \
-             it nor updates it"
-        ),
+        reason,
     }
 }
 

@@ -240,18 +240,20 @@ pub enum Error {
         sidecar: PathBuf,
     },
 
-    /// The checksum sidecar is not in `sha256sum` format for this file.
+    /// The file at the checksum sidecar's name is not durafile's checksum file for this file:
+    /// most often the user's own `sha256sum` list, or a file in another format. durafile
+    /// neither verifies against it nor changes it.
     #[error(
-        "verify {}: the checksum file {} is malformed: {reason} (restore it, or delete it and rewrite the data with checksums on)",
+        "verify {}: {} is not durafile's checksum file: {reason} (durafile neither verifies against it nor changes it; to use durafile checksums for this file, move it away and write the file with checksums on)",
         quote(path),
         quote(sidecar)
     )]
     BadChecksumFile {
         /// The data file.
         path: PathBuf,
-        /// The malformed sidecar.
+        /// The file at the sidecar's name.
         sidecar: PathBuf,
-        /// What is wrong with it.
+        /// Why it is not durafile's.
         reason: String,
     },
 
