@@ -431,6 +431,22 @@ pub(crate) fn set_sidecar_mode(target: &Target, mode: u32) -> Result<()> {
         .map_err(|e| Error::io(Step::ChecksumBegin, &target.given, e))
 }
 
+/// Removes `target`'s sidecar when it is durafile's, judged as [`load_sidecar`] judges it,
+/// through the target's directory descriptor. Returns what was at the name: [`Sidecar::Ours`]
+/// (now removed), [`Sidecar::Absent`], or [`Sidecar::Foreign`], left byte-identical (a user's
+/// own `sha256sum` list is not durafile's to delete). A link, FIFO or another user's file is
+/// [`Error::ChecksumFileRefused`] and stays too.
+pub(crate) fn remove_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
+    let found = load_sidecar(target, step)?;
+    if let Sidecar::Ours(_) = found {
+        target.with_dir(step, |dir| {
+            sys::remove_at(dir, &sidecar_name(&target.name))
+                .map_err(|e| Error::io(step, sidecar_of(target), e))
+        })?;
+    }
+    Ok(found)
+}
+
 /// Which half of the pair protocol a sidecar replacement is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
