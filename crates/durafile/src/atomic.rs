@@ -397,7 +397,7 @@ impl AtomicFile {
         let had_sidecar = old.is_some();
         let old = match old {
             Some(listed) => listed,
-            None => match File::open(&self.target.resolved) {
+            None => match sys::open_regular(&self.target.resolved) {
                 Ok(file) => {
                     vec![checksum::hash_reader(file).map_err(self.at(Step::ChecksumBegin))?]
                 }

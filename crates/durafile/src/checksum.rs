@@ -589,7 +589,7 @@ pub(crate) fn verified<T>(
             let timeout = opts.get_lock_timeout();
             shared = Some(crate::lock::lock_target(target, LockMode::Shared, timeout)?);
         }
-        let mut file = File::open(&target.resolved).map_err(read_err)?;
+        let mut file = sys::open_regular(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
         let listed = match load_sidecar(target, Step::Verify) {
             // A user who may write the file but not give files away (a group member) makes

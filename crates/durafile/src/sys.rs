@@ -88,6 +88,20 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// [`open_nofollow`], refusing anything but a regular file (checked on the descriptor): for
+/// reading a file at a name that someone else may have planted a FIFO or device at since it
+/// was last looked at.
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    let file = open_nofollow(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// [`open_nofollow`] for `name` in the open directory `dir`.
 pub(crate) fn open_nofollow_at(dir: &File, name: &OsStr) -> io::Result<File> {
     open_at(
