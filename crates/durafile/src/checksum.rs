@@ -332,11 +332,12 @@ pub(crate) fn foreign_error(target: &Target, reason: String) -> Error {
 /// Opens `target`'s sidecar as [`load_sidecar`] describes; `None` when there is none.
 fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadata)>> {
     let path = sidecar_of(target);
-    let refuse = |reason: String| Error::ChecksumFileRefused {
+    let refuse = |reason: String, advice: &str| Error::ChecksumFileRefused {
         step,
         path: target.given.clone(),
         sidecar: path.clone(),
         reason,
+        advice: format!("nothing was changed; {advice}"),
     };
     let at = |e| Error::io(step, &target.given, e);
     // `NAME.sha256` cannot exist when NAME is within 7 bytes of the name limit: such a file
@@ -356,19 +357,22 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
         Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(refuse(
-                "it is a symbolic link, and durafile never follows one at a checksum file's \
-                 name (nothing was changed; remove the link)"
+                "it is a symbolic link, and durafile never follows one at a checksum file's name"
                     .into(),
+                "remove the link",
             ));
         }
         Err(e) => return Err(at(e)),
     };
     let meta = file.metadata().map_err(at)?;
     if !meta.is_file() {
-        return Err(refuse(format!(
-            "it is a {}, not a regular file (nothing was changed; remove it)",
-            crate::target::kind_of(&meta)
-        )));
+        return Err(refuse(
+            format!(
+                "it is a {}, not a regular file",
+                crate::target::kind_of(&meta)
+            ),
+            "remove it",
+        ));
     }
     let owner = meta.uid();
     if owner == 0 || owner == sys::euid() {
@@ -384,12 +388,14 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
         ),
     };
     if Some(owner) != expected {
-        return Err(refuse(format!(
-            "it is owned by {}, not by {whose} {}, root or you, so durafile does not trust it \
-             (nothing was changed; its owner or the directory's owner must remove it)",
-            Owner(owner),
-            expected.map_or_else(|| "(unknown)".to_owned(), |uid| Owner(uid).to_string())
-        )));
+        return Err(refuse(
+            format!(
+                "it is owned by {}, not by {whose} {}, root or you, so durafile does not trust it",
+                Owner(owner),
+                expected.map_or_else(|| "(unknown)".to_owned(), |uid| Owner(uid).to_string())
+            ),
+            "its owner or the directory's owner must remove it",
+        ));
     }
     Ok(Some((file, meta)))
 }
@@ -413,9 +419,11 @@ pub(crate) fn for_write(target: &Target, required: bool) -> Result<Option<Option
                 sidecar: sidecar_of(target),
                 reason: format!(
                     "{reason}, so it is not durafile's checksum file and durafile will not \
-                     replace it (nothing was changed; move it away to write with checksums, or \
-                     write without them and it is left as it is)"
+                     replace it"
                 ),
+                advice: "nothing was changed; move it away to write with checksums, or write \
+                         without them and it is left as it is"
+                    .to_owned(),
             });
         }
     })
