@@ -184,6 +184,35 @@ fn verify_quotes_a_name_with_a_newline_or_escape_sequence() {
     );
 }
 
+/// The CLI's own messages (not only the library's) quote a hostile name: a failed `update`
+/// command and `recover`'s summary name the file or directory without a raw newline or escape.
+#[test]
+fn cli_messages_quote_a_name_with_a_newline_or_escape_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = dir.path().join("d\nOK fake\x1b[2J");
+    fs::create_dir(&hostile).unwrap();
+    let file = hostile.join("s\nOK\x1b[31m.json");
+    let out = durafile(&["write", p(&file)], b"{}");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = durafile(&["update", p(&file), "--", "false"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(!said.contains('\x1b'), "raw escape sequence: {said:?}");
+    assert_eq!(said.lines().count(), 1, "a forged line: {said:?}");
+    assert!(
+        said.contains(r#"s\nOK\u{1b}[31m.json""#),
+        "not quoted: {said:?}"
+    );
+    let out = durafile(&["recover", p(&hostile)], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(!said.contains('\x1b'), "raw escape sequence: {said:?}");
+    assert!(
+        said.contains(r#"d\nOK fake\u{1b}[2J""#),
+        "not quoted: {said:?}"
+    );
+}
+
 #[test]
 fn verify_recursive_reports_an_unreadable_directory_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
