@@ -559,7 +559,7 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
     }
     say(format!(
         "{}: {} orphan(s), {} checksum(s) completed, {} damaged, {} missing, {} busy",
-        quote(&dir),
+        quote(dir),
         found.orphans.removed.len(),
         found.checksums_completed.len(),
         found.damaged.len(),
@@ -626,9 +626,9 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
         return Err(Failure::with_code(
             format!(
                 "update {}: {} failed ({status}); {} is unchanged",
-                quote(&file),
+                quote(file),
                 show(command),
-                quote(&file)
+                quote(file)
             ),
             failure::exit_code(status),
         ));
@@ -636,9 +636,9 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
     fed.map_err(|e| {
         Failure::new(format!(
             "update {}: feeding the current content to {}: {e}; {} is unchanged",
-            quote(&file),
+            quote(file),
             show(command),
-            quote(&file)
+            quote(file)
         ))
     })?;
     pumped?;
