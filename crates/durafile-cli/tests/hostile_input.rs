@@ -213,6 +213,26 @@ fn cli_messages_quote_a_name_with_a_newline_or_escape_sequence() {
     );
 }
 
+/// `verify` says a user's own `sha256sum` list is not durafile's, never that it is malformed.
+#[test]
+fn verify_calls_a_users_checksum_list_not_durafiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.iso");
+    fs::write(&file, b"iso").unwrap();
+    let list = format!("{}  a.iso\n{}  b.iso\n", "ab".repeat(32), "cd".repeat(32));
+    fs::write(dir.path().join("a.iso.sha256"), &list).unwrap();
+    let out = durafile(&["verify", p(&file)], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("not durafile's checksum file"), "{said}");
+    assert!(said.contains("move it away"), "{said}");
+    assert!(!said.contains("malformed"), "{said}");
+    assert_eq!(
+        fs::read(dir.path().join("a.iso.sha256")).unwrap(),
+        list.as_bytes()
+    );
+}
+
 #[test]
 fn verify_recursive_reports_an_unreadable_directory_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
