@@ -248,7 +248,7 @@ impl StateArgs {
         if !self.dir.is_dir() {
             return Err(Failure::new(format!(
                 "state {}: no such directory",
-                self.dir.display()
+                quote(&self.dir)
             )));
         }
         let files = FileManager::new(Options::new()).pretty(true);
@@ -356,7 +356,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             let mut verified = durafile::open(&file, &Options::new().checksum(checksum))?;
             match io::copy(&mut verified, &mut io::stdout().lock()) {
                 Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-                    Err(Failure::new(format!("cat {}: {e}", file.display())))
+                    Err(Failure::new(format!("cat {}: {e}", quote(&file))))
                 }
                 _ => Ok(ExitCode::SUCCESS),
             }
@@ -463,7 +463,7 @@ fn state(cmd: StateCmd) -> Result<ExitCode, Failure> {
             let Some(loaded) = states.load_current_state::<serde_json::Value>()? else {
                 return Err(Failure::new(format!(
                     "state {}: no state named {:?} has been saved there",
-                    state.dir.display(),
+                    quote(&state.dir),
                     state.name
                 )));
             };
@@ -559,7 +559,7 @@ fn recover(dir: &Path, dry_run: bool) -> Result<ExitCode, Failure> {
     }
     say(format!(
         "{}: {} orphan(s), {} checksum(s) completed, {} damaged, {} missing, {} busy",
-        dir.display(),
+        quote(dir),
         found.orphans.removed.len(),
         found.checksums_completed.len(),
         found.damaged.len(),
@@ -626,9 +626,9 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
         return Err(Failure::with_code(
             format!(
                 "update {}: {} failed ({status}); {} is unchanged",
-                file.display(),
+                quote(file),
                 show(command),
-                file.display()
+                quote(file)
             ),
             failure::exit_code(status),
         ));
@@ -636,9 +636,9 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
     fed.map_err(|e| {
         Failure::new(format!(
             "update {}: feeding the current content to {}: {e}; {} is unchanged",
-            file.display(),
+            quote(file),
             show(command),
-            file.display()
+            quote(file)
         ))
     })?;
     pumped?;
@@ -668,7 +668,7 @@ fn spawn(command: &[OsString], cmd: &mut Command) -> Result<std::process::Child,
 }
 
 fn show(command: &[OsString]) -> String {
-    format!("`{}`", command[0].to_string_lossy())
+    format!("`{}`", quote(Path::new(&command[0])))
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {

@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use durafile::error::quote;
 use durafile::migrate::{Migrator, StepError};
 use durafile::{DataHandler, FileManager, Options};
 use serde_json::Value;
@@ -60,11 +61,11 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         }
         .to_owned())?;
     }
-    // Debug form: quoted, with control characters and bytes that are not UTF-8 escaped.
     for skipped in &report.skipped {
         say(format!(
-            "SKIPPED {:?}: {}; it was left as it is",
-            skipped.path, skipped.reason
+            "SKIPPED {}: {}; it was left as it is",
+            quote(&skipped.path),
+            skipped.reason
         ))?;
     }
     let clean = report.skipped.is_empty();
@@ -115,7 +116,7 @@ fn exit(clean: bool) -> ExitCode {
 /// or a number too large are errors, never ignored or read as another step. Other names
 /// (a README, hidden files) are not steps.
 fn load_steps(dir: &Path, timeout: Duration) -> Result<Migrator, Failure> {
-    let err = |e: io::Error| Failure::new(format!("migrate: list {}: {e}", dir.display()));
+    let err = |e: io::Error| Failure::new(format!("migrate: list {}: {e}", quote(dir)));
     let mut steps: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let path = entry.map_err(err)?.path();
@@ -125,15 +126,15 @@ fn load_steps(dir: &Path, timeout: Duration) -> Result<Migrator, Failure> {
         if let Some(other) = steps.insert(version, path.clone()) {
             return Err(Failure::new(format!(
                 "migrate: {} and {} are both step {version}; give each step its own number",
-                other.display(),
-                path.display()
+                quote(&other),
+                quote(&path)
             )));
         }
     }
     if steps.is_empty() {
         return Err(Failure::new(format!(
             "migrate: {} has no steps (expected executables named like 0001-add-tags)",
-            dir.display()
+            quote(dir)
         )));
     }
     Ok(steps
@@ -152,11 +153,11 @@ fn step_number(path: &Path) -> Result<Option<u64>, Failure> {
     {
         return Ok(None);
     }
-    // Quoted (Debug): the name is whatever the directory holds, escape sequences included.
     let bad = |why: &str| {
         Failure::new(format!(
-            "migrate: {path:?}: {why} (a step is named NNNN-description, e.g. 0003-add-tags; \
-             rename or move this file)"
+            "migrate: {}: {why} (a step is named NNNN-description, e.g. 0003-add-tags; \
+             rename or move this file)",
+            quote(path)
         ))
     };
     let digits = name.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -218,7 +219,7 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", quote(program)))?;
     let pid = child.id();
     registered.set_group(Some(pid));
     drop(registered);
@@ -289,7 +290,7 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
     signals::hold().set_group(None);
     if let Some(why) = trouble {
         let _ = child.wait();
-        return Err(format!("{} {why}", program.display()).into());
+        return Err(format!("{} {why}", quote(program)).into());
     }
     let status = child.wait()?;
     let stdout = stdout.expect("checked above")?;
@@ -300,10 +301,10 @@ fn run_step(program: &Path, doc: Value, timeout: Duration) -> Result<Value, Step
             Some(first) if !first.is_empty() => format!(": {first}"),
             _ => String::new(),
         };
-        return Err(format!("{} failed ({status}){why}", program.display()).into());
+        return Err(format!("{} failed ({status}){why}", quote(program)).into());
     }
     serde_json::from_slice(&stdout)
-        .map_err(|e| format!("{} printed invalid JSON: {e}", program.display()).into())
+        .map_err(|e| format!("{} printed invalid JSON: {e}", quote(program)).into())
 }
 
 fn secs(d: Duration) -> String {

@@ -4,6 +4,7 @@
 use std::io::{self, BufReader, Read, Write};
 
 use durafile::AtomicFile;
+use durafile::error::quote;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -35,7 +36,7 @@ pub fn pump(
     let Err(e) = result else {
         return Ok(());
     };
-    let target = tee.out.path().display().to_string();
+    let target = quote(tee.out.path()).to_string();
     if !e.is_io() {
         return Err(Failure::new(format!(
             "write {target}: {what} is not valid JSON: {e} ({target} is unchanged)"

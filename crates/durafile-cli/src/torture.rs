@@ -24,6 +24,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use durafile::checksum::{self, Verification};
+use durafile::error::quote;
 use durafile::{Durability, Error, Options};
 
 use crate::failure::Failure;
@@ -59,16 +60,16 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         .dir
         .unwrap_or_else(|| PathBuf::from(format!("durafile-torture-{}", std::process::id())));
     std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::new(format!("torture: create directory {}: {e}", dir.display())))?;
+        .map_err(|e| Failure::new(format!("torture: create directory {}: {e}", quote(&dir))))?;
     // Its writers replace and recovery deletes files by name there: never in a user's files.
     let empty = std::fs::read_dir(&dir)
-        .map_err(|e| Failure::new(format!("torture: list directory {}: {e}", dir.display())))?
+        .map_err(|e| Failure::new(format!("torture: list directory {}: {e}", quote(&dir))))?
         .next()
         .is_none();
     if !empty {
         return Err(Failure::new(format!(
             "torture: directory {} is not empty; torture overwrites and deletes files in it, so give it a new or empty directory",
-            durafile::error::quote(&dir)
+            quote(&dir)
         )));
     }
     let exe = std::env::current_exe()
@@ -173,7 +174,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     if owned && !failed {
         let _ = std::fs::remove_dir_all(&dir);
     } else if failed {
-        println!("evidence kept in {}", dir.display());
+        println!("evidence kept in {}", quote(&dir));
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -261,7 +262,7 @@ fn report(dir: &Path, seconds: u64, processes: usize, t: &Tally) -> String {
     let _ = writeln!(
         s,
         "durafile torture: {} ({}), {seconds} s, {processes} processes",
-        dir.display(),
+        quote(dir),
         filesystem(dir)
     );
     for (name, value, must_be_zero) in [

@@ -144,7 +144,9 @@ fn describe(json: bool, path: &Path, err: &Error) -> String {
             json,
             path,
             "bad-checksum-file",
-            &format!("malformed checksum file: {reason}"),
+            &format!(
+                "not durafile's checksum file: {reason} (move it away to use durafile checksums)"
+            ),
             None,
         ),
         Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => problem(

@@ -184,6 +184,55 @@ fn verify_quotes_a_name_with_a_newline_or_escape_sequence() {
     );
 }
 
+/// The CLI's own messages (not only the library's) quote a hostile name: a failed `update`
+/// command and `recover`'s summary name the file or directory without a raw newline or escape.
+#[test]
+fn cli_messages_quote_a_name_with_a_newline_or_escape_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = dir.path().join("d\nOK fake\x1b[2J");
+    fs::create_dir(&hostile).unwrap();
+    let file = hostile.join("s\nOK\x1b[31m.json");
+    let out = durafile(&["write", p(&file)], b"{}");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = durafile(&["update", p(&file), "--", "false"], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(!said.contains('\x1b'), "raw escape sequence: {said:?}");
+    assert_eq!(said.lines().count(), 1, "a forged line: {said:?}");
+    assert!(
+        said.contains(r#"s\nOK\u{1b}[31m.json""#),
+        "not quoted: {said:?}"
+    );
+    let out = durafile(&["recover", p(&hostile)], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(!said.contains('\x1b'), "raw escape sequence: {said:?}");
+    assert!(
+        said.contains(r#"d\nOK fake\u{1b}[2J""#),
+        "not quoted: {said:?}"
+    );
+}
+
+/// `verify` says a user's own `sha256sum` list is not durafile's, never that it is malformed.
+#[test]
+fn verify_calls_a_users_checksum_list_not_durafiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.iso");
+    fs::write(&file, b"iso").unwrap();
+    let list = format!("{}  a.iso\n{}  b.iso\n", "ab".repeat(32), "cd".repeat(32));
+    fs::write(dir.path().join("a.iso.sha256"), &list).unwrap();
+    let out = durafile(&["verify", p(&file)], b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("not durafile's checksum file"), "{said}");
+    assert!(said.contains("move it away"), "{said}");
+    assert!(!said.contains("malformed"), "{said}");
+    assert_eq!(
+        fs::read(dir.path().join("a.iso.sha256")).unwrap(),
+        list.as_bytes()
+    );
+}
+
 #[test]
 fn verify_recursive_reports_an_unreadable_directory_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();

@@ -87,6 +87,7 @@ pub(crate) fn exception<'py>(py: Python<'py>, err: &Error) -> PyResult<Bound<'py
         path_str(py, err.path()),
         err.io_error().and_then(std::io::Error::raw_os_error),
         err.target_untouched(),
+        err.hint(),
         extra,
     ))
 }

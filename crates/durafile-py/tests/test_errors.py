@@ -148,7 +148,7 @@ def test_read_only_directory(public_dir: Path) -> None:
         pytest.fail("an unprivileged writer created a file in a read-only directory")
     assert found["step"] == "create_temp" and found["path"] == str(target)
     assert found["errno"] == errno.EACCES and found["perm"] and found["untouched"]
-    assert "must be writable by this user" in found["hint"]
+    assert f"the directory {public_dir} must be writable by this user" in found["hint"]
     assert target.read_text() == "old content"
     assert temp_files(public_dir) == []
 

@@ -397,7 +397,7 @@ impl AtomicFile {
         let had_sidecar = old.is_some();
         let old = match old {
             Some(listed) => listed,
-            None => match File::open(&self.target.resolved) {
+            None => match sys::open_regular(&self.target.resolved) {
                 Ok(file) => {
                     vec![checksum::hash_reader(file).map_err(self.at(Step::ChecksumBegin))?]
                 }
@@ -425,11 +425,12 @@ impl AtomicFile {
 
     /// After a failed rename, puts the sidecar back as it was, so that it does not keep
     /// accepting content that was never published. Best effort: a sidecar left listing both
-    /// digests still verifies the old content, and recovery tidies it.
+    /// digests still verifies the old content, and recovery tidies it. A file that is no
+    /// longer durafile's sidecar by then stays.
     fn restore_sidecar(&self, old: &[Digest]) {
         let sync = self.durability != Durability::None;
         if old.is_empty() {
-            let _ = fs::remove_file(checksum::sidecar_of(&self.target));
+            let _ = checksum::remove_sidecar(&self.target, Step::Rename);
         } else {
             let owner = self.owner.as_ref();
             let _ =

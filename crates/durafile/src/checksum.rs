@@ -325,21 +325,19 @@ pub(crate) fn foreign_error(target: &Target, reason: String) -> Error {
     Error::BadChecksumFile {
         path: target.given.clone(),
         sidecar: sidecar_of(target),
-        reason: format!(
-            "{reason}; it is not durafile's checksum file, so durafile neither verifies against \
-             it nor updates it"
-        ),
+        reason,
     }
 }
 
 /// Opens `target`'s sidecar as [`load_sidecar`] describes; `None` when there is none.
 fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadata)>> {
     let path = sidecar_of(target);
-    let refuse = |reason: String| Error::ChecksumFileRefused {
+    let refuse = |reason: String, advice: &str| Error::ChecksumFileRefused {
         step,
         path: target.given.clone(),
         sidecar: path.clone(),
         reason,
+        advice: format!("nothing was changed; {advice}"),
     };
     let at = |e| Error::io(step, &target.given, e);
     // `NAME.sha256` cannot exist when NAME is within 7 bytes of the name limit: such a file
@@ -359,19 +357,22 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
         Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(refuse(
-                "it is a symbolic link, and durafile never follows one at a checksum file's \
-                 name (nothing was changed; remove the link)"
+                "it is a symbolic link, and durafile never follows one at a checksum file's name"
                     .into(),
+                "remove the link",
             ));
         }
         Err(e) => return Err(at(e)),
     };
     let meta = file.metadata().map_err(at)?;
     if !meta.is_file() {
-        return Err(refuse(format!(
-            "it is a {}, not a regular file (nothing was changed; remove it)",
-            crate::target::kind_of(&meta)
-        )));
+        return Err(refuse(
+            format!(
+                "it is a {}, not a regular file",
+                crate::target::kind_of(&meta)
+            ),
+            "remove it",
+        ));
     }
     let owner = meta.uid();
     if owner == 0 || owner == sys::euid() {
@@ -387,12 +388,14 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
         ),
     };
     if Some(owner) != expected {
-        return Err(refuse(format!(
-            "it is owned by {}, not by {whose} {}, root or you, so durafile does not trust it \
-             (nothing was changed; its owner or the directory's owner must remove it)",
-            Owner(owner),
-            expected.map_or_else(|| "(unknown)".to_owned(), |uid| Owner(uid).to_string())
-        )));
+        return Err(refuse(
+            format!(
+                "it is owned by {}, not by {whose} {}, root or you, so durafile does not trust it",
+                Owner(owner),
+                expected.map_or_else(|| "(unknown)".to_owned(), |uid| Owner(uid).to_string())
+            ),
+            "its owner or the directory's owner must remove it",
+        ));
     }
     Ok(Some((file, meta)))
 }
@@ -416,9 +419,11 @@ pub(crate) fn for_write(target: &Target, required: bool) -> Result<Option<Option
                 sidecar: sidecar_of(target),
                 reason: format!(
                     "{reason}, so it is not durafile's checksum file and durafile will not \
-                     replace it (nothing was changed; move it away to write with checksums, or \
-                     write without them and it is left as it is)"
+                     replace it"
                 ),
+                advice: "nothing was changed; move it away to write with checksums, or write \
+                         without them and it is left as it is"
+                    .to_owned(),
             });
         }
     })
@@ -432,6 +437,22 @@ pub(crate) fn set_sidecar_mode(target: &Target, mode: u32) -> Result<()> {
     };
     file.set_permissions(fs::Permissions::from_mode(mode & 0o777))
         .map_err(|e| Error::io(Step::ChecksumBegin, &target.given, e))
+}
+
+/// Removes `target`'s sidecar when it is durafile's, judged as [`load_sidecar`] judges it,
+/// through the target's directory descriptor. Returns what was at the name: [`Sidecar::Ours`]
+/// (now removed), [`Sidecar::Absent`], or [`Sidecar::Foreign`], left byte-identical (a user's
+/// own `sha256sum` list is not durafile's to delete). A link, FIFO or another user's file is
+/// [`Error::ChecksumFileRefused`] and stays too.
+pub(crate) fn remove_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
+    let found = load_sidecar(target, step)?;
+    if let Sidecar::Ours(_) = found {
+        target.with_dir(step, |dir| {
+            sys::remove_at(dir, &sidecar_name(&target.name))
+                .map_err(|e| Error::io(step, sidecar_of(target), e))
+        })?;
+    }
+    Ok(found)
 }
 
 /// Which half of the pair protocol a sidecar replacement is.
@@ -576,7 +597,7 @@ pub(crate) fn verified<T>(
             let timeout = opts.get_lock_timeout();
             shared = Some(crate::lock::lock_target(target, LockMode::Shared, timeout)?);
         }
-        let mut file = File::open(&target.resolved).map_err(read_err)?;
+        let mut file = sys::open_regular(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
         let listed = match load_sidecar(target, Step::Verify) {
             // A user who may write the file but not give files away (a group member) makes

@@ -18,6 +18,7 @@ use crate::file_manager::FileManager;
 use crate::lock::{self, LockMode};
 use crate::options::Durability;
 use crate::sys;
+use crate::target::Target;
 
 /// The longest key accepted, in bytes: with `.json` and durafile's temp suffix it stays well
 /// inside the 255-byte file-name limit of common filesystems.
@@ -118,14 +119,34 @@ impl DataHandler {
 
     /// Deletes `key`'s document and its checksum sidecar, under its exclusive lock so that no
     /// write or update is cut in half. Returns whether there was a document.
+    ///
+    /// A file at the sidecar's name that is not durafile's (a user's own `sha256sum` list) is
+    /// left as it is. A document that is a symbolic link loses the link only: the file it
+    /// points to, and that file's sidecar, stay.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ChecksumFileRefused`] when a link, a FIFO or another user's file is at the
+    /// sidecar's name, as a write would refuse it; nothing is deleted then.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let path = self.path_of(key)?;
         let opts = self.files.options();
-        let _lock = lock::acquire(&path, LockMode::Exclusive, opts.get_lock_timeout())?;
-        let existed =
-            sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
-        let sidecar = checksum::sidecar_path(&path);
-        sys::remove_if_exists(&sidecar).map_err(|e| Error::io(Step::Remove, &sidecar, e))?;
+        let mut target = Target::resolve(&path)?;
+        target.pin_dir(Step::Remove)?;
+        let _lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
+        target.refresh()?;
+        let linked = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let existed = if !linked {
+            // Judge the sidecar before anything goes: a refused one stops the delete here.
+            checksum::load_sidecar(&target, Step::Remove)?;
+            let removed = target.with_dir(Step::Remove, |dir| {
+                sys::remove_at(dir, &target.name).map_err(|e| Error::io(Step::Remove, &path, e))
+            })?;
+            checksum::remove_sidecar(&target, Step::Remove)?;
+            removed
+        } else {
+            sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?
+        };
         if existed && opts.get_durability() == Durability::Full {
             sys::sync_dir(&self.dir).map_err(|e| Error::io(Step::SyncDir, &path, e))?;
         }

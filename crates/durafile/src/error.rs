@@ -82,6 +82,11 @@ impl Step {
         }
     }
 
+    /// Whether the step only reads, and so can never change the target.
+    fn only_reads(self) -> bool {
+        matches!(self, Step::Read | Step::ReadDir | Step::Verify)
+    }
+
     /// Whether a failure at this step leaves the target exactly as it was.
     fn leaves_target_untouched(self) -> bool {
         matches!(
@@ -124,7 +129,7 @@ impl fmt::Display for Step {
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system call failed at `step`.
-    #[error("{} {}: {}{}", step, quote(path), source, Hint(*step, source, advice.as_deref()))]
+    #[error("{} {}: {}{}", step, quote(path), source, Paren(self.hint()))]
     Io {
         /// The step that failed.
         step: Step,
@@ -143,11 +148,12 @@ pub enum Error {
     /// `protected_regular` would not let it write, or a lock file it cannot trust. Applied
     /// whatever the sysctls say, and on systems that have none.
     #[error(
-        "{} {}: refusing {what} {} owned by {}: {reason} (nothing was changed)",
+        "{} {}: refusing {what} {} owned by {}: {reason}{}",
         step,
         quote(path),
         quote(file),
-        Owner(*owner)
+        Owner(*owner),
+        Paren(self.hint())
     )]
     Refused {
         /// The step that refused.
@@ -167,8 +173,9 @@ pub enum Error {
     /// The target is one of durafile's own files (a lock or temp file beside another file):
     /// replacing a lock file would let two writers hold "the" lock at once.
     #[error(
-        "write {}: this is a durafile lock or temp file, not a data file; durafile does not replace its own files (nothing was changed)",
-        quote(path)
+        "write {}: this is a durafile lock or temp file, not a data file; durafile does not replace its own files{}",
+        quote(path),
+        Paren(self.hint())
     )]
     OwnFile {
         /// The path as given.
@@ -177,8 +184,9 @@ pub enum Error {
 
     /// The target exists and is not a regular file (or a symlink to one).
     #[error(
-        "inspect {}: it is a {kind}, not a regular file (durafile only replaces regular files; nothing was changed)",
-        quote(path)
+        "inspect {}: it is a {kind}, not a regular file{}",
+        quote(path),
+        Paren(self.hint())
     )]
     NotRegularFile {
         /// The path, after following symbolic links.
@@ -196,10 +204,10 @@ pub enum Error {
 
     /// The lock was not acquired within the timeout.
     #[error(
-        "lock {}: still held elsewhere after {:.1?} (retry later, or find the holder with `fuser {}`)",
+        "lock {}: still held elsewhere after {:.1?}{}",
         quote(path),
         waited,
-        quote(lock_file)
+        Paren(self.hint())
     )]
     LockTimeout {
         /// The data file whose lock was wanted.
@@ -213,10 +221,11 @@ pub enum Error {
     /// The content matches none of the digests its checksum sidecar lists: it was changed
     /// outside durafile, or the disk corrupted it.
     #[error(
-        "verify {}: content does not match its checksum (expected {}, found {}): it was changed outside durafile or is corrupt (restore it from a backup; `durafile recover` lists every damaged file)",
+        "verify {}: content does not match its checksum (expected {}, found {}): it was changed outside durafile or is corrupt{}",
         quote(path),
         expected.join(" or "),
-        actual
+        actual,
+        Paren(self.hint())
     )]
     ChecksumMismatch {
         /// The data file.
@@ -229,9 +238,10 @@ pub enum Error {
 
     /// Checksums are required ([`crate::Options::checksum`]) and the file has no sidecar.
     #[error(
-        "verify {}: checksums are required and {} is missing (restore it, or rewrite the file with checksums on)",
+        "verify {}: checksums are required and {} is missing{}",
         quote(path),
-        quote(sidecar)
+        quote(sidecar),
+        Paren(self.hint())
     )]
     MissingChecksum {
         /// The data file.
@@ -240,18 +250,21 @@ pub enum Error {
         sidecar: PathBuf,
     },
 
-    /// The checksum sidecar is not in `sha256sum` format for this file.
+    /// The file at the checksum sidecar's name is not durafile's checksum file for this file:
+    /// most often the user's own `sha256sum` list, or a file in another format. durafile
+    /// neither verifies against it nor changes it.
     #[error(
-        "verify {}: the checksum file {} is malformed: {reason} (restore it, or delete it and rewrite the data with checksums on)",
+        "verify {}: {} is not durafile's checksum file: {reason}{}",
         quote(path),
-        quote(sidecar)
+        quote(sidecar),
+        Paren(self.hint())
     )]
     BadChecksumFile {
         /// The data file.
         path: PathBuf,
-        /// The malformed sidecar.
+        /// The file at the sidecar's name.
         sidecar: PathBuf,
-        /// What is wrong with it.
+        /// Why it is not durafile's.
         reason: String,
     },
 
@@ -259,9 +272,10 @@ pub enum Error {
     /// a FIFO or other non-regular file, one owned by another user, or (where checksums were
     /// asked for) a file that is not durafile's own one-file format. Nothing was changed.
     #[error(
-        "{step} {}: refused the checksum file {}: {reason}",
+        "{step} {}: refused the checksum file {}: {reason}{}",
         quote(path),
-        quote(sidecar)
+        quote(sidecar),
+        Paren(self.hint())
     )]
     ChecksumFileRefused {
         /// The step that read the sidecar: [`Step::Verify`] for a read, [`Step::ChecksumBegin`]
@@ -271,14 +285,17 @@ pub enum Error {
         path: PathBuf,
         /// The file at the sidecar's name.
         sidecar: PathBuf,
-        /// What it is and what to do about it.
+        /// What it is.
         reason: String,
+        /// What to do about it.
+        advice: String,
     },
 
     /// The file is not valid JSON, or not JSON of the expected shape.
     #[error(
-        "parse {}: {source} (fix or restore the file; durafile wrote it whole, so this content came from elsewhere or from an older program version)",
-        quote(path)
+        "parse {}: {source}{}",
+        quote(path),
+        Paren(self.hint())
     )]
     InvalidJson {
         /// The file.
@@ -290,7 +307,7 @@ pub enum Error {
     },
 
     /// The value could not be serialised to JSON (for instance a map with non-string keys).
-    #[error("serialize {}: {source} (the target is unchanged)", quote(path))]
+    #[error("serialize {}: {source}{}", quote(path), Paren(self.hint()))]
     Serialize {
         /// The file that was to be written.
         path: PathBuf,
@@ -301,7 +318,7 @@ pub enum Error {
 
     /// A key that cannot name a document: it could escape the directory, hide, or collide
     /// with durafile's own files.
-    #[error("key {key:?}: {reason} (nothing was read or written)")]
+    #[error("key {key:?}: {reason}{}", Paren(self.hint()))]
     InvalidKey {
         /// The key as given.
         key: String,
@@ -311,8 +328,9 @@ pub enum Error {
 
     /// No generation of the state could be loaded: every one failed to read, verify or parse.
     #[error(
-        "load state in {}: no generation loads; newest failure: {newest} (restore the directory from a backup)",
-        quote(dir)
+        "load state in {}: no generation loads; newest failure: {newest}{}",
+        quote(dir),
+        Paren(self.hint())
     )]
     NoGoodState {
         /// The state directory.
@@ -324,8 +342,9 @@ pub enum Error {
     /// A schema migration could not migrate a document. In a directory migration nothing was
     /// changed: every document is still at its old version.
     #[error(
-        "migrate {}: {reason} (this migration changed no document)",
-        quote(path)
+        "migrate {}: {reason}{}",
+        quote(path),
+        Paren(self.hint())
     )]
     Migration {
         /// The document.
@@ -336,8 +355,9 @@ pub enum Error {
 
     /// The calling thread already holds the lock on this path; taking it again would deadlock.
     #[error(
-        "lock {}: this thread already holds this file's lock, and taking it again would deadlock (use the guard you hold)",
-        quote(path)
+        "lock {}: this thread already holds this file's lock, and taking it again would deadlock{}",
+        quote(path),
+        Paren(self.hint())
     )]
     AlreadyLocked {
         /// The data file whose lock is already held.
@@ -459,9 +479,79 @@ impl Error {
 
     /// Whether the target is guaranteed to be exactly as it was before the call.
     ///
-    /// False only when the failure came after the new content was renamed into place.
+    /// False only when the failure came after the new content was renamed into place (or,
+    /// for a removal, may have come after a file was removed). A failed read never changes
+    /// the target, so every error of a read-side step ([`Step::Read`], [`Step::ReadDir`],
+    /// [`Step::Verify`]) says true.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let err = durafile::read(dir.path().join("missing"), &durafile::Options::new()).unwrap_err();
+    /// assert!(err.target_untouched());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn target_untouched(&self) -> bool {
-        self.step().is_none_or(Step::leaves_target_untouched)
+        self.step()
+            .is_none_or(|step| step.leaves_target_untouched() || step.only_reads())
+    }
+
+    /// What to do about the error, and what state it left behind: exactly the text the
+    /// message ends with in parentheses, or `None` when it has none (a missing file at a read
+    /// says all there is to say).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use durafile::Options;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let err = durafile::write(dir.path().join("no/dir/f"), b"x", &Options::new()).unwrap_err();
+    /// let hint = err.hint().unwrap();
+    /// assert_eq!(hint, "the directory does not exist; create it first; the target is unchanged");
+    /// assert!(err.to_string().ends_with(&format!(" ({hint})")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hint(&self) -> Option<String> {
+        let text = match self {
+            Error::Io {
+                step,
+                source,
+                advice,
+                ..
+            } => return io_hint(*step, source, advice.as_deref()),
+            Error::NoFileName { .. } => return None,
+            Error::LockTimeout { lock_file, .. } => {
+                return Some(format!(
+                    "retry later, or find the holder with `fuser {}`",
+                    quote(lock_file)
+                ));
+            }
+            Error::ChecksumFileRefused { advice, .. } => return Some(advice.clone()),
+            Error::Refused { .. } | Error::OwnFile { .. } => "nothing was changed",
+            Error::NotRegularFile { .. } => {
+                "durafile only replaces regular files; nothing was changed"
+            }
+            Error::ChecksumMismatch { .. } => {
+                "restore it from a backup; `durafile recover` lists every damaged file"
+            }
+            Error::MissingChecksum { .. } => "restore it, or rewrite the file with checksums on",
+            Error::BadChecksumFile { .. } => {
+                "durafile neither verifies against it nor changes it; to use durafile checksums \
+                 for this file, move it away and write the file with checksums on"
+            }
+            Error::InvalidJson { .. } => {
+                "fix or restore the file; durafile wrote it whole, so this content came from \
+                 elsewhere or from an older program version"
+            }
+            Error::Serialize { .. } => "the target is unchanged",
+            Error::InvalidKey { .. } => "nothing was read or written",
+            Error::NoGoodState { .. } => "restore the directory from a backup",
+            Error::Migration { .. } => "this migration changed no document",
+            Error::AlreadyLocked { .. } => "use the guard you hold",
+        };
+        Some(text.to_owned())
     }
 }
 
@@ -537,20 +627,19 @@ impl fmt::Display for Owner {
     }
 }
 
-/// The actionable advice for an OS error at a step, with the state the failure left behind.
-struct Hint<'a>(Step, &'a io::Error, Option<&'a str>);
-
-impl fmt::Display for Hint<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Hint(step, err, known) = *self;
-        let advice = known.or_else(|| err.raw_os_error().and_then(|code| match code {
+/// The advice for an OS error at a step, with the state the failure left behind.
+fn io_hint(step: Step, err: &io::Error, known: Option<&str>) -> Option<String> {
+    let advice = known.or_else(|| {
+        err.raw_os_error().and_then(|code| match code {
             libc::ENOSPC => Some("free space on that filesystem and retry"),
             libc::EDQUOT => Some(
                 "the disk quota (blocks or inodes) is exhausted; free space or raise the quota (see `quota -s`)",
             ),
             libc::EACCES | libc::EPERM => Some("check the file's and directory's permissions"),
             libc::EROFS => Some("the filesystem is mounted read-only"),
-            libc::EIO => Some("the device reported an I/O error; check the disk and the kernel log"),
+            libc::EIO => {
+                Some("the device reported an I/O error; check the disk and the kernel log")
+            }
             libc::ENOENT if step == Step::Lock || step == Step::CreateTemp => {
                 Some("the directory does not exist; create it first")
             }
@@ -560,20 +649,32 @@ impl fmt::Display for Hint<'_> {
             libc::EMFILE | libc::ENFILE => Some("too many open files; raise the limit (ulimit -n)"),
             libc::ENOLCK => Some("this filesystem does not support file locks"),
             _ => None,
-        }));
-        let state = if step == Step::SyncDir {
-            Some(
-                "the new content is in place but its durability is unknown: it may not survive a power loss",
-            )
-        } else if step.leaves_target_untouched() && !matches!(step, Step::Read | Step::Resolve) {
-            Some("the target is unchanged")
-        } else {
-            None
-        };
-        match (advice, state) {
-            (Some(a), Some(s)) => write!(f, " ({a}; {s})"),
-            (Some(one), None) | (None, Some(one)) => write!(f, " ({one})"),
-            (None, None) => Ok(()),
+        })
+    });
+    let state = if step == Step::SyncDir {
+        Some(
+            "the new content is in place but its durability is unknown: it may not survive a power loss",
+        )
+    } else if step.leaves_target_untouched() && !matches!(step, Step::Read | Step::Resolve) {
+        Some("the target is unchanged")
+    } else {
+        None
+    };
+    match (advice, state) {
+        (Some(a), Some(s)) => Some(format!("{a}; {s}")),
+        (Some(one), None) | (None, Some(one)) => Some(one.to_owned()),
+        (None, None) => None,
+    }
+}
+
+/// A hint as the message ends with it: ` (hint)`, or nothing.
+struct Paren(Option<String>);
+
+impl fmt::Display for Paren {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(hint) => write!(f, " ({hint})"),
+            None => Ok(()),
         }
     }
 }
@@ -609,6 +710,76 @@ mod tests {
         );
         assert!(err.to_string().contains("durability is unknown"));
         assert!(!err.target_untouched());
+    }
+
+    #[test]
+    fn hint_is_what_the_message_ends_with_in_parentheses() {
+        let io = |step, code| Error::io(step, "/d/f", io::Error::from_raw_os_error(code));
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let errors = [
+            io(Step::Write, libc::ENOSPC),
+            io(Step::SyncDir, libc::EIO),
+            io(Step::Lock, libc::ENOENT),
+            io(Step::Read, libc::ENOENT),
+            Error::LockTimeout {
+                path: "/d/f".into(),
+                lock_file: "/d/.f\nx.lock".into(),
+                waited: Duration::from_secs(1),
+            },
+            Error::ChecksumFileRefused {
+                step: Step::Verify,
+                path: "/d/f".into(),
+                sidecar: "/d/f.sha256".into(),
+                reason: "it is a fifo (a named pipe)".into(),
+                advice: "nothing was changed; remove it".into(),
+            },
+            Error::BadChecksumFile {
+                path: "/d/f".into(),
+                sidecar: "/d/f.sha256".into(),
+                reason: "line 2 is for \"b (1)\"".into(),
+            },
+            Error::InvalidJson {
+                path: "/d/f".into(),
+                source: json,
+            },
+            Error::NoFileName { path: "/".into() },
+        ];
+        for err in errors {
+            let msg = err.to_string();
+            match err.hint() {
+                Some(hint) => {
+                    assert!(!hint.is_empty(), "{msg}");
+                    assert!(msg.ends_with(&format!(" ({hint})")), "{msg} / {hint}");
+                }
+                None => assert!(
+                    !msg.ends_with(')') || msg.ends_with("(os error 2)"),
+                    "{msg}"
+                ),
+            }
+        }
+        assert_eq!(io(Step::Read, libc::ENOENT).hint(), None);
+        assert_eq!(
+            io(Step::Lock, libc::ENOENT).hint().as_deref(),
+            Some("the directory does not exist; create it first; the target is unchanged")
+        );
+    }
+
+    #[test]
+    fn a_read_side_failure_leaves_the_target_untouched() {
+        for step in [Step::Read, Step::ReadDir, Step::Verify] {
+            let err = Error::io(step, "/d/f", io::Error::from_raw_os_error(libc::EIO));
+            assert!(err.target_untouched(), "{step:?}");
+        }
+        let mismatch = Error::ChecksumMismatch {
+            path: "/d/f".into(),
+            expected: vec!["ab".repeat(32)],
+            actual: "cd".repeat(32),
+        };
+        assert!(mismatch.target_untouched());
+        for step in [Step::SyncDir, Step::ChecksumFinish, Step::Remove] {
+            let err = Error::io(step, "/d/f", io::Error::from_raw_os_error(libc::EIO));
+            assert!(!err.target_untouched(), "{step:?}");
+        }
     }
 
     #[test]

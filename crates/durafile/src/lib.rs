@@ -48,7 +48,7 @@
 //!
 //! # Modules
 //!
-//! - [`atomic`]: the replace itself, [`write`], [`update`], [`AtomicFile`].
+//! - [`atomic`]: the replace itself, [`write()`], [`update`], [`AtomicFile`].
 //! - [`lock`]: exclusive and shared locks across threads and processes.
 //! - [`checksum`]: SHA-256 sidecars that stay consistent through crashes.
 //! - [`file_manager`], [`data_handler`], [`state_manager`]: typed JSON files, a directory of

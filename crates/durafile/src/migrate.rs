@@ -48,7 +48,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -393,7 +393,7 @@ fn resume(
 ) -> Result<Option<Vec<String>>> {
     let dir = docs.dir();
     let journal_path = dir.join(JOURNAL);
-    match fs::read(&journal_path) {
+    match read_journal(&journal_path) {
         Ok(bytes) => {
             let journal: Journal = parse(&journal_path, &bytes)?;
             apply(docs, &journal, progress).map(Some)
@@ -406,6 +406,53 @@ fn resume(
         }
         Err(e) => Err(Error::io(Step::Read, &journal_path, e)),
     }
+}
+
+/// The most a journal may hold. durafile's takes about 400 bytes a document, so this is room
+/// for over half a million; a larger file at the journal's name is not read into memory.
+const JOURNAL_CAP: u64 = 256 * 1024 * 1024;
+
+/// The journal's bytes: never through a link, never blocking on a FIFO (a regular file only),
+/// never more than [`JOURNAL_CAP`], and only from a journal of this user, root or the
+/// directory's owner (another user's would make this one rename their staged files over the
+/// documents).
+fn read_journal(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let file = sys::open_regular(path)?;
+    let meta = file.metadata()?;
+    let dir_owner = fs::metadata(path.parent().unwrap_or(Path::new("."))).map(|m| m.uid());
+    let owner = meta.uid();
+    if owner != 0 && owner != sys::euid() && dir_owner.ok() != Some(owner) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "it is owned by {}, not by you, root or the directory's owner, so durafile does \
+                 not trust it (nothing was changed; its owner or the directory's owner must \
+                 remove it)",
+                crate::error::Owner(owner)
+            ),
+        ));
+    }
+    let len = meta.len();
+    let too_large = |len| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it holds {len} bytes, larger than any journal durafile writes ({} MiB); move \
+                 it away if it is not a migration's",
+                JOURNAL_CAP >> 20
+            ),
+        )
+    };
+    if len > JOURNAL_CAP {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(JOURNAL_CAP + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > JOURNAL_CAP {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Phase 3: brings every document to its staged version, then removes the journal and the

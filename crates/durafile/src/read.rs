@@ -7,12 +7,14 @@
 //! until a writer's whole read-modify-write is done.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use crate::checksum;
 use crate::error::{Error, Result, Step};
 use crate::lock::{self, FileLock, LockMode};
 use crate::options::Options;
+use crate::sys;
 use crate::target::Target;
 
 /// Reads the whole of `path`, verified when it has a checksum sidecar.
@@ -93,12 +95,18 @@ pub(crate) fn read_target(target: &Target, opts: &Options, locked: bool) -> Resu
         return checksum::verified(target, opts, locked, checksum::read_hashed)
             .map(|(bytes, ..)| bytes);
     }
-    std::fs::read(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e))
+    let mut bytes = Vec::new();
+    // A FIFO planted at the name since it was resolved must not block the read.
+    sys::open_regular(&target.resolved)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(|e| Error::io(Step::Read, &target.given, e))?;
+    Ok(bytes)
 }
 
 /// Opens the target, verified; `locked` as for [`read_target`].
 pub(crate) fn open_target(target: &Target, opts: &Options, locked: bool) -> Result<File> {
-    let open = || File::open(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e));
+    let open =
+        || sys::open_regular(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e));
     if !needs_verify(target, opts) {
         return open();
     }

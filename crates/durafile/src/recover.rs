@@ -331,15 +331,7 @@ fn recover_one(dir: &Path, sidecar: &Path, dry_run: bool, found: &mut Recovery) 
         return Ok(());
     };
     // The data file as the sidecar's: not through a link, not blocking on a FIFO.
-    let hashed = sys::open_nofollow(&target.resolved).and_then(|file| {
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "it is not a regular file",
-            ));
-        }
-        checksum::hash_reader(file)
-    });
+    let hashed = sys::open_regular(&target.resolved).and_then(checksum::hash_reader);
     let digest = match hashed {
         Ok(digest) => digest,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -38,6 +38,7 @@ use crate::error::{Error, Result, Step};
 use crate::file_manager::FileManager;
 use crate::lock::{self, FileLock, LockMode};
 use crate::sys;
+use crate::target::Target;
 
 /// How many times a load starts over because a save pruned what it listed, before it waits
 /// for the state's lock.
@@ -309,11 +310,22 @@ impl StateManager {
         })
     }
 
-    /// Removes all but the newest `keep` generations, with their checksum sidecars.
+    /// Removes all but the newest `keep` generations, with their checksum sidecars. A file at
+    /// a sidecar's name that is not durafile's (a user's `sha256sum` list, another user's file,
+    /// a link) stays: the save succeeded, and that file is not durafile's to delete.
     fn prune(&self) -> Result<()> {
         for old in self.history()?.into_iter().skip(self.keep) {
-            for path in [old.path.clone(), checksum::sidecar_path(&old.path)] {
-                sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
+            // Only the sidecar of a generation durafile wrote, a regular file (not a link), and
+            // judged while the generation still says whose it is.
+            let regular = fs::symlink_metadata(&old.path).is_ok_and(|m| m.is_file());
+            let target = Target::resolve(&old.path).ok().filter(|_| regular);
+            let removed = sys::remove_if_exists(&old.path)
+                .map_err(|e| Error::io(Step::Remove, &old.path, e))?;
+            if let (true, Some(target)) = (removed, target) {
+                match checksum::remove_sidecar(&target, Step::Remove) {
+                    Ok(_) | Err(Error::ChecksumFileRefused { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())

@@ -60,6 +60,22 @@ pub(crate) fn rename_at(dir: &File, from: &OsStr, to: &OsStr) -> io::Result<()> 
     }
 }
 
+/// Removes `name` from the open directory `dir` (`unlinkat(2)`), never through a path that
+/// could have been swapped for a link since the directory was checked; `Ok(false)` when it was
+/// already gone.
+pub(crate) fn remove_at(dir: &File, name: &OsStr) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let name = cstr(name)?;
+    // SAFETY: a NUL-terminated name and a descriptor we hold.
+    match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } {
+        0 => Ok(true),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            e => Err(e),
+        },
+    }
+}
+
 fn cstr(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
@@ -70,6 +86,20 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+}
+
+/// [`open_nofollow`], refusing anything but a regular file (checked on the descriptor): for
+/// reading a file at a name that someone else may have planted a FIFO or device at since it
+/// was last looked at.
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    let file = open_nofollow(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// [`open_nofollow`] for `name` in the open directory `dir`.

@@ -208,6 +208,26 @@ fn malformed_sidecar_is_not_durafiles_so_it_is_reported_and_left_alone() {
     ));
 }
 
+/// A user's own `sha256sum` list at the sidecar's name is not damaged and not durafile's: the
+/// error says so and how to use durafile checksums, and never advises deleting it.
+#[test]
+fn users_own_checksum_list_is_reported_as_not_durafiles_not_as_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.iso");
+    fs::write(&path, b"iso").unwrap();
+    let list = format!("{}  a.iso\n{}  b.iso\n", "ab".repeat(32), "cd".repeat(32));
+    let sidecar = dir.path().join("a.iso.sha256");
+    fs::write(&sidecar, &list).unwrap();
+    let err = checksum::verify(&path).unwrap_err();
+    assert!(matches!(err, Error::BadChecksumFile { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(!msg.contains("delete"), "{msg}");
+    assert!(!msg.contains("malformed"), "{msg}");
+    assert!(msg.contains("is not durafile's checksum file"), "{msg}");
+    assert!(msg.contains("move it away"), "{msg}");
+    assert_eq!(fs::read(&sidecar).unwrap(), list.as_bytes());
+}
+
 #[test]
 fn open_streams_the_verified_version() {
     let dir = tempfile::tempdir().unwrap();

@@ -278,3 +278,37 @@ fn batch_failure_after_the_rename_is_applied_with_durability_unknown() {
     }
     assert!(temp_files(dir.path()).is_empty());
 }
+
+/// A failed rename of a new file removes the sidecar its write began, but only while that is
+/// still durafile's: a user's own list put there meanwhile stays.
+#[test]
+fn failed_rename_leaves_a_sidecar_that_is_no_longer_durafiles() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.json");
+    let sidecar = dir.path().join("new.json.sha256");
+    let list = format!(
+        "{}  new.json\n{}  b.iso\n",
+        "ab".repeat(32),
+        "cd".repeat(32)
+    );
+    let (at, text, blocker) = (sidecar.clone(), list.clone(), path.clone());
+    fail::cfg_callback("durafile::before_rename", move || {
+        // The user saves their own list, and a directory at the name makes the rename fail.
+        fs::write(&at, &text).unwrap();
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("keep"), b"").unwrap();
+    })
+    .unwrap();
+    let err = durafile::write(&path, b"{}", &Options::new().checksum(true)).unwrap_err();
+    fail::remove("durafile::before_rename");
+    assert_eq!(err.step(), Some(Step::Rename), "{err}");
+    assert_eq!(
+        fs::read(&sidecar).unwrap(),
+        list.as_bytes(),
+        "removed the user's list"
+    );
+    assert!(temp_files(dir.path()).is_empty());
+    scenario.teardown();
+}

@@ -300,3 +300,71 @@ fn json_files_no_key_names_are_reported_not_passed_over() {
         assert_eq!(fs::read(dir.path().join(name)).unwrap(), b"{}");
     }
 }
+
+/// Runs `Migrator::recover_dir` on `dir` on a thread; its result, or `None` when it is still
+/// running after `secs` (a hang: the thread is left blocked and the test fails).
+fn recover_within(dir: &Path, secs: u64) -> Option<durafile::Result<Option<Vec<String>>>> {
+    let docs = DataHandler::open(dir, files(Durability::None)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Migrator::recover_dir(&docs));
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).ok()
+}
+
+/// A FIFO at the journal's name cannot hang a migration, and a huge file there is never read
+/// into memory: both are clear errors naming the journal, and no document changes.
+#[test]
+fn a_fifo_or_huge_file_at_the_journal_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_with(dir.path(), Durability::None, 3);
+    let journal = dir.path().join(".durafile-migration.journal");
+    let c = std::ffi::CString::new(journal.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Without durafile's lock files, which taking a lock creates or rewrites.
+    let snapshot = || {
+        let mut files = common::snapshot(dir.path());
+        files.retain(|path, _| path.extension().is_none_or(|e| e != "lock"));
+        files
+    };
+    let before = snapshot();
+    let err = recover_within(dir.path(), 10)
+        .expect("recover_dir hangs on a FIFO at the journal")
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(".durafile-migration.journal"), "{msg}");
+    assert!(msg.contains("not a regular file"), "{msg}");
+    assert_eq!(snapshot(), before);
+
+    fs::remove_file(&journal).unwrap();
+    // Sparse: no disk space, but far more than any journal durafile writes.
+    fs::File::create(&journal)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let err = recover_within(dir.path(), 30)
+        .expect("recover_dir hangs on a huge journal")
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("bytes"), "{msg}");
+    assert!(msg.contains("larger than"), "{msg}");
+    assert_eq!(fs::metadata(&journal).unwrap().len(), 1 << 30);
+}
+
+/// Another user's file at the journal's name is refused naming its owner, never rolled
+/// forward: it could make this user rename that user's staged files over the documents.
+#[test]
+fn another_users_journal_is_refused() {
+    if !common::can_switch_users() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fill_with(dir.path(), Durability::None, 1);
+    let journal = dir.path().join(".durafile-migration.journal");
+    fs::write(&journal, br#"{"to":2,"entries":[]}"#).unwrap();
+    std::os::unix::fs::lchown(&journal, Some(64002), Some(64002)).unwrap();
+    let err = recover_within(dir.path(), 10).expect("hangs").unwrap_err();
+    assert!(err.to_string().contains("owned by uid 64002"), "{err}");
+    assert!(journal.exists(), "another user's file is left where it is");
+}

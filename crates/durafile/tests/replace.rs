@@ -349,3 +349,30 @@ fn child_entry() {
         other => panic!("unknown role {other:?}"),
     }
 }
+
+/// A FIFO planted at a name after the read resolved it (here while the read waits for the
+/// shared lock) is refused, never opened blocking: the read ends with a clear error.
+#[test]
+fn fifo_planted_after_resolving_does_not_block_a_read() {
+    use durafile::lock::{self, LockMode};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("late.json");
+    let held = lock::acquire(&path, LockMode::Exclusive, None).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reading = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(durafile::read(&reading, &Options::new().lock_reads(true)));
+    });
+    // The reader resolves the absent file, then waits for the lock we hold.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    drop(held);
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the read blocks on the FIFO");
+    let err = result.unwrap_err();
+    assert_eq!(err.step(), Some(Step::Read), "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+}

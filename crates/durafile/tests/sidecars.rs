@@ -434,3 +434,99 @@ fn a_name_too_long_for_a_sidecar_can_still_be_written() {
     assert!(err.to_string().contains("too long"), "{err}");
     assert_eq!(snapshot(dir.path()), before);
 }
+
+/// `DataHandler::delete` and a `StateManager`'s pruning remove durafile's sidecars only: a
+/// user's own `sha256sum` list at the name stays byte-identical, while the document or the
+/// old generation goes.
+#[test]
+fn delete_and_pruning_leave_a_users_own_checksum_list_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = format!(
+        "{}  doc.json\n{}  b.iso\n",
+        "ab".repeat(32),
+        "cd".repeat(32)
+    );
+    let docs = DataHandler::open(dir.path(), FileManager::new(Options::new())).unwrap();
+    docs.save("doc", &1).unwrap();
+    let sidecar = dir.path().join("doc.json.sha256");
+    fs::write(&sidecar, &list).unwrap();
+    assert!(docs.delete("doc").unwrap());
+    assert!(!dir.path().join("doc.json").exists());
+    assert_eq!(
+        fs::read(&sidecar).unwrap(),
+        list.as_bytes(),
+        "delete removed it"
+    );
+    // durafile's own sidecar still goes with its document.
+    let checked =
+        DataHandler::open(dir.path(), FileManager::new(Options::new().checksum(true))).unwrap();
+    checked.save("mine", &1).unwrap();
+    assert!(dir.path().join("mine.json.sha256").exists());
+    assert!(checked.delete("mine").unwrap());
+    assert!(!dir.path().join("mine.json.sha256").exists());
+
+    let states = StateManager::open(dir.path(), FileManager::new(Options::new().checksum(true)))
+        .unwrap()
+        .keep(1);
+    states.save_current_state(&1).unwrap();
+    let first = dir.path().join("state.1.json.sha256");
+    let list = format!(
+        "{}  state.1.json\n{}  b.iso\n",
+        "ab".repeat(32),
+        "cd".repeat(32)
+    );
+    fs::write(&first, &list).unwrap();
+    states.save_current_state(&2).unwrap();
+    assert!(!dir.path().join("state.1.json").exists());
+    assert_eq!(
+        fs::read(&first).unwrap(),
+        list.as_bytes(),
+        "pruning removed it"
+    );
+    states.save_current_state(&3).unwrap();
+    assert!(
+        !dir.path().join("state.2.json.sha256").exists(),
+        "durafile's own sidecar is pruned with its generation"
+    );
+}
+
+/// Another user's file at the sidecar's name: `delete` refuses, naming its owner, and deletes
+/// nothing; pruning removes the old generation and leaves that file alone.
+#[test]
+fn delete_and_pruning_never_remove_another_users_file() {
+    if !common::can_switch_users() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let docs = DataHandler::open(dir.path(), FileManager::new(Options::new())).unwrap();
+    docs.save("doc", &1).unwrap();
+    let sidecar = dir.path().join("doc.json.sha256");
+    fs::write(&sidecar, format!("{}  doc.json\n", "ab".repeat(32))).unwrap();
+    lchown(&sidecar, Some(ATTACKER), Some(ATTACKER)).unwrap();
+    let before = snapshot(dir.path());
+    let err = docs.delete("doc").unwrap_err();
+    assert!(matches!(err, Error::ChecksumFileRefused { .. }), "{err}");
+    assert!(err.to_string().contains("uid 64002"), "{err}");
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "a refused delete changed something"
+    );
+
+    let states = StateManager::open(dir.path(), FileManager::new(Options::new()))
+        .unwrap()
+        .keep(1);
+    states.save_current_state(&1).unwrap();
+    let first = dir.path().join("state.1.json.sha256");
+    fs::write(&first, format!("{}  state.1.json\n", "ab".repeat(32))).unwrap();
+    lchown(&first, Some(ATTACKER), Some(ATTACKER)).unwrap();
+    let planted = fs::read(&first).unwrap();
+    states.save_current_state(&2).unwrap();
+    assert!(!dir.path().join("state.1.json").exists());
+    assert_eq!(
+        fs::read(&first).unwrap(),
+        planted,
+        "pruning removed another user's file"
+    );
+    assert_eq!(fs::symlink_metadata(&first).unwrap().uid(), ATTACKER);
+}

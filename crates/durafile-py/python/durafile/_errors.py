@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import re
 from typing import Any, Dict, Optional, Tuple, Type
 
 __all__ = [
@@ -144,7 +143,6 @@ _ERRNO_OF_KIND = {
     "no_file_name": _errno.EINVAL,
 }
 
-_OS_ERROR = re.compile(r"os error \d+")
 
 _WITH_BUILTIN: Dict[Type[OSError], Type[Error]] = {}
 
@@ -171,26 +169,6 @@ def _class_for_errno(code: Optional[int]) -> Type[Error]:
     return cls
 
 
-def _hint(message: str) -> Optional[str]:
-    """The advice the library puts in the last parentheses of its message."""
-    if not message.endswith(")"):
-        return None
-    depth = 0
-    for i in range(len(message) - 1, -1, -1):
-        c = message[i]
-        if c == ")":
-            depth += 1
-        elif c == "(":
-            depth -= 1
-            if depth == 0:
-                hint = message[i + 1 : -1]
-                # An OS error's own "(os error N)" is part of the cause, not advice.
-                if i == 0 or message[i - 1] != " " or _OS_ERROR.fullmatch(hint):
-                    return None
-                return hint
-    return None
-
-
 def from_native(
     kind: str,
     message: str,
@@ -198,6 +176,7 @@ def from_native(
     path: str,
     os_errno: Optional[int],
     target_untouched: bool,
+    hint: Optional[str],
     extra: Dict[str, Any],
 ) -> Error:
     """Builds the exception for an error of the native module (called from Rust)."""
@@ -209,7 +188,7 @@ def from_native(
     exc.message = message
     exc.step = step
     exc.path = path
-    exc.hint = _hint(message)
+    exc.hint = hint
     exc.target_untouched = target_untouched
     for name, value in extra.items():
         setattr(exc, name, value)
