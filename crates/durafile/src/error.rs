@@ -283,6 +283,43 @@ pub enum Error {
         /// The data file whose lock is already held.
         path: PathBuf,
     },
+
+    /// An object store refused or failed a request (`s3://` URLs, see `remote`).
+    #[error("{step} {}: {reason}", path.display())]
+    Remote {
+        /// The step that failed.
+        step: Step,
+        /// The object's URL.
+        path: PathBuf,
+        /// The store's or the client's message.
+        reason: String,
+    },
+
+    /// An update of an object was refused because the store is not configured for
+    /// conditional writes: without them concurrent updates would silently overwrite each
+    /// other.
+    #[error(
+        "update {}: {reason}; without conditional writes concurrent updates would overwrite each other, so nothing was written (use a store that supports If-Match and If-None-Match, such as AWS S3, R2 or MinIO, with AWS_CONDITIONAL_PUT=etag, the default)",
+        path.display()
+    )]
+    ConditionalWritesUnavailable {
+        /// The object's URL.
+        path: PathBuf,
+        /// What is missing.
+        reason: &'static str,
+    },
+
+    /// Other writers changed the object between every read and write of an update.
+    #[error(
+        "update {}: other writers changed it before each of {attempts} attempts could write; this update wrote nothing (retry later, or write less often)",
+        path.display()
+    )]
+    UpdateConflict {
+        /// The object's URL.
+        path: PathBuf,
+        /// How many times durafile read, ran the change and tried to write.
+        attempts: u32,
+    },
 }
 
 impl Error {
@@ -309,6 +346,10 @@ impl Error {
             Error::InvalidKey { .. } => Some(Step::Resolve),
             Error::NoGoodState { .. } => Some(Step::Read),
             Error::Migration { .. } => Some(Step::Write),
+            Error::Remote { step, .. } => Some(*step),
+            Error::ConditionalWritesUnavailable { .. } | Error::UpdateConflict { .. } => {
+                Some(Step::Write)
+            }
         }
     }
 
@@ -325,7 +366,10 @@ impl Error {
             | Error::BadChecksumFile { path, .. }
             | Error::InvalidJson { path, .. }
             | Error::Serialize { path, .. }
-            | Error::Migration { path, .. } => path,
+            | Error::Migration { path, .. }
+            | Error::Remote { path, .. }
+            | Error::ConditionalWritesUnavailable { path, .. }
+            | Error::UpdateConflict { path, .. } => path,
             Error::InvalidKey { key, .. } => Path::new(key),
             Error::NoGoodState { dir, .. } => dir,
         }
@@ -363,6 +407,9 @@ impl From<Error> for io::Error {
             Error::InvalidJson { .. } | Error::NoGoodState { .. } => io::ErrorKind::InvalidData,
             Error::Serialize { .. } | Error::InvalidKey { .. } => io::ErrorKind::InvalidInput,
             Error::Migration { .. } => io::ErrorKind::InvalidData,
+            Error::Remote { .. } => io::ErrorKind::Other,
+            Error::ConditionalWritesUnavailable { .. } => io::ErrorKind::Unsupported,
+            Error::UpdateConflict { .. } => io::ErrorKind::ResourceBusy,
         };
         io::Error::new(kind, err)
     }
