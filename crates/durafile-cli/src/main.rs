@@ -9,6 +9,7 @@ mod batch;
 mod failure;
 mod migrate;
 mod progress;
+mod remote;
 mod stream;
 mod torture;
 mod verify;
@@ -294,6 +295,16 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
     match cmd {
+        Cmd::Write { file, write, mode } if remote::is_url(&file) => {
+            if mode.is_some() {
+                return Err(Failure::new(format!(
+                    "write {}: --mode applies to files, not to objects",
+                    file.display()
+                )));
+            }
+            remote::write(&file, &write)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Write { file, write, mode } => {
             let opts = match mode {
                 Some(mode) => write.options().mode(mode),
@@ -307,6 +318,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
                 "standard input",
             )?;
             out.commit()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cat { file, checksum } if remote::is_url(&file) => {
+            remote::cat(&file, checksum)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Cat { file, checksum } => {
@@ -395,6 +410,14 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
                 .wait()
                 .map_err(|e| Failure::new(format!("wait for {}: {e}", show(&command))))?;
             Ok(failure::exit_code(status))
+        }
+        Cmd::Update {
+            file,
+            write,
+            command,
+        } if remote::is_url(&file) => {
+            remote::update(&file, &write, &command)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Update {
             file,

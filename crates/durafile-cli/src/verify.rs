@@ -34,7 +34,11 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
         if let Some(bar) = &bar {
             bar.set_message(c.path.display().to_string());
         }
-        let result = checksum::verify(&c.path);
+        let result = if crate::remote::is_url(&c.path) {
+            crate::remote::verify(&c.path)
+        } else {
+            checksum::verify(&c.path)
+        };
         if let Some(bar) = &bar {
             bar.inc(c.path.metadata().map_or(0, |m| m.len()));
         }

@@ -102,15 +102,27 @@ pub fn is_url(path: &Path) -> bool {
     path.as_os_str().as_bytes().starts_with(SCHEME.as_bytes())
 }
 
-/// Splits `s3://bucket/prefix` into the shared store of the bucket and the prefix (which may
-/// be empty, for a bucket's root).
-pub(crate) fn locate(url: &Path) -> Result<(Arc<Store>, String)> {
+/// Splits `s3://bucket/prefix` into the process-wide store of the bucket (configured from the
+/// environment on first use) and the prefix, which is empty for a bucket's root.
+///
+/// # Examples
+///
+/// ```no_run
+/// let (store, key) = durafile::remote::locate("s3://my-bucket/app/state.json".as_ref())?;
+/// assert_eq!((store.bucket(), key.as_str()), ("my-bucket", "app/state.json"));
+/// # Ok::<(), durafile::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Remote`] at [`Step::Resolve`] for a malformed URL or configuration.
+pub fn locate(url: &Path) -> Result<(Arc<Store>, String)> {
     let (bucket, key) = split_url(url)?;
     Ok((Store::shared(bucket, url)?, key.to_owned()))
 }
 
 /// As [`locate`], for one object: the key cannot be empty.
-pub(crate) fn locate_object(url: &Path) -> Result<(Arc<Store>, String)> {
+pub fn locate_object(url: &Path) -> Result<(Arc<Store>, String)> {
     let (store, key) = locate(url)?;
     if key.is_empty() {
         return Err(Error::Remote {
@@ -309,6 +321,16 @@ impl Store {
                 io::Error::new(io::ErrorKind::NotFound, "no such object"),
             )
         })
+    }
+
+    /// Checks `key` against the SHA-256 it was written with and returns that digest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ChecksumMismatch`], [`Error::MissingChecksum`] for an object written without
+    /// one, NotFound at [`Step::Read`], or the store's error.
+    pub fn verify(&self, key: &str) -> Result<crate::checksum::Digest> {
+        Ok(Sha256::digest(self.read(key, true)?).into())
     }
 
     fn fetch(&self, key: &str, require_checksum: bool) -> Result<Option<Object>> {
