@@ -9,11 +9,13 @@
 
 mod common;
 #[path = "common/s3.rs"]
+#[allow(dead_code)] // the benchmark uses the rest
 mod s3;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use durafile::migrate::Migrator;
 use durafile::remote::Store;
 use durafile::{DataHandler, Error, FileManager, Options, StateManager};
 use serde::{Deserialize, Serialize};
@@ -356,6 +358,118 @@ fn sigkilled_updaters_leave_one_whole_verifiable_version() {
     assert!(floor > 0, "no update landed in {rounds} rounds");
 }
 
+// ---------------------------------------------------------------------------------------
+// Migrations across a prefix: all or nothing.
+
+fn migrator() -> Migrator {
+    Migrator::new().step(1, |mut doc| {
+        doc["migrated"] = serde_json::json!(true);
+        Ok(doc)
+    })
+}
+
+fn seed(docs: &DataHandler, n: usize) {
+    for i in 0..n {
+        docs.save(&format!("doc{i:02}"), &serde_json::json!({"i": i}))
+            .unwrap();
+    }
+}
+
+fn versions(docs: &DataHandler) -> Vec<u64> {
+    docs.list()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let doc: serde_json::Value = docs.load(k).unwrap();
+            doc["schema_version"].as_u64().unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn prefix_migration_is_all_or_nothing() {
+    let Some((server, bucket)) = server() else {
+        return;
+    };
+    let url = format!("s3://{bucket}/users");
+    let docs = DataHandler::open(&url, FileManager::default()).unwrap();
+    seed(&docs, 6);
+    // A step that fails on one document: nothing is written.
+    let failing = migrator().step(2, |doc| {
+        if doc["i"] == 4 {
+            return Err("doc 4 cannot be migrated".into());
+        }
+        Ok(doc)
+    });
+    let err = failing
+        .migrate_dir(&docs, None, false, &|_, _, _| {})
+        .unwrap_err();
+    assert!(matches!(err, Error::Migration { .. }), "{err}");
+    assert_eq!(versions(&docs), [0; 6]);
+    assert_eq!(
+        server.raw_get(&bucket, "users/.durafile-migration.journal"),
+        None
+    );
+    // A dry run writes nothing either.
+    let dry = migrator()
+        .migrate_dir(&docs, None, true, &|_, _, _| {})
+        .unwrap();
+    assert_eq!(dry.migrated.len(), 6);
+    assert_eq!(versions(&docs), [0; 6]);
+    // The real one migrates every document once and keeps the old versions.
+    let done = migrator()
+        .migrate_dir(&docs, None, false, &|_, _, _| {})
+        .unwrap();
+    assert_eq!((done.migrated.len(), done.conflicts.len()), (6, 0));
+    assert_eq!(versions(&docs), [1; 6]);
+    let old = server.raw_get(&bucket, "users/.durafile-migration.backup/doc03.json");
+    assert_eq!(old.unwrap(), b"{\"i\":3}\n");
+    let again = migrator()
+        .migrate_dir(&docs, None, false, &|_, _, _| {})
+        .unwrap();
+    assert_eq!((again.migrated.len(), again.current), (0, 6));
+    // One object by itself.
+    docs.save("single", &serde_json::json!({})).unwrap();
+    let path = docs.path_of("single").unwrap();
+    let one = migrator().migrate_file(&path, docs.files(), None).unwrap();
+    assert_eq!((one.from, one.to), (0, 1));
+}
+
+#[test]
+fn sigkilled_prefix_migration_recovers_to_all_or_nothing() {
+    let Some((server, _)) = server() else { return };
+    let mut rng = Rng::from_env("DURAFILE_TEST_SEED");
+    let rounds = (common::crash_kills() / 40).clamp(3, 6);
+    let mut seen = [false; 2];
+    for _ in 0..rounds {
+        let bucket = server.bucket();
+        let url = format!("s3://{bucket}/docs");
+        let docs = DataHandler::open(&url, FileManager::default()).unwrap();
+        seed(&docs, 20);
+        let mut env = s3::env_for(&server.endpoint());
+        env.push(("TARGET", url.clone()));
+        env.push(("UPDATES", "0".to_owned()));
+        let mut child = spawn_child("child_entry", "migrate", &env);
+        child.wait_for("started");
+        std::thread::sleep(Duration::from_millis(rng.below(1500)));
+        child.kill();
+        Migrator::recover_dir(&docs).unwrap();
+        let v = versions(&docs);
+        assert!(v.iter().all(|&x| x == v[0]), "mixed versions {v:?}");
+        seen[v[0] as usize] = true;
+        assert_eq!(
+            server.raw_get(&bucket, "docs/.durafile-migration.journal"),
+            None
+        );
+        let report = migrator()
+            .migrate_dir(&docs, None, false, &|_, _, _| {})
+            .unwrap();
+        assert!(report.conflicts.is_empty());
+        assert_eq!(versions(&docs), [1; 20]);
+    }
+    eprintln!("rounds ending at version 0 / 1 after recovery: {seen:?}");
+}
+
 #[test]
 #[ignore = "a child process of the tests above"]
 fn child_entry() {
@@ -408,6 +522,14 @@ fn child_entry() {
                     .unwrap();
                 say("acked 1");
             }
+        }
+        "migrate" => {
+            let docs = DataHandler::open(&target, FileManager::default()).unwrap();
+            say("started");
+            migrator()
+                .migrate_dir(&docs, None, false, &|_, _, _| {})
+                .unwrap();
+            say("done");
         }
         other => panic!("unknown role {other}"),
     }
