@@ -579,7 +579,9 @@ mod tests {
 
     #[test]
     fn urls_split_into_bucket_and_key() {
-        let split = |s: &str| split_url(Path::new(s)).map_err(|e| e.to_string());
+        fn split(s: &str) -> std::result::Result<(&str, &str), String> {
+            split_url(Path::new(s)).map_err(|e| e.to_string())
+        }
         assert_eq!(split("s3://b/k.json"), Ok(("b", "k.json")));
         assert_eq!(split("s3://b/p/q/"), Ok(("b", "p/q")));
         assert_eq!(split("s3://b"), Ok(("b", "")));
