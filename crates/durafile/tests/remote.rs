@@ -358,6 +358,43 @@ fn sigkilled_updaters_leave_one_whole_verifiable_version() {
     assert!(floor > 0, "no update landed in {rounds} rounds");
 }
 
+#[test]
+fn batch_processor_applies_object_operations_in_order() {
+    use durafile::batch::{BatchProcessor, Op, Outcome};
+    let Some((server, bucket)) = server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut ops = Vec::new();
+    for i in 0..40 {
+        let path = PathBuf::from(format!("s3://{bucket}/doc{}.json", i % 4));
+        ops.push(Op::Merge {
+            path,
+            patch: serde_json::json!({ format!("k{i}"): i, "last": i }),
+        });
+    }
+    ops.push(Op::Write {
+        path: dir.path().join("local.json"),
+        value: serde_json::json!({"local": true}),
+    });
+    // A merge into an object that is not JSON fails alone.
+    server.raw_put(&bucket, "broken.json", b"not json", "");
+    ops.push(Op::Merge {
+        path: PathBuf::from(format!("s3://{bucket}/broken.json")),
+        patch: serde_json::json!({"x": 1}),
+    });
+    let report = BatchProcessor::new(FileManager::default()).run(ops);
+    assert_eq!((report.applied(), report.failed()), (41, 1));
+    assert!(matches!(report.outcomes[41], Outcome::Failed(_)));
+    for d in 0..4 {
+        let url = PathBuf::from(format!("s3://{bucket}/doc{d}.json"));
+        let doc: serde_json::Value = FileManager::default().read_json_file(&url).unwrap();
+        assert_eq!(doc.as_object().unwrap().len(), 11, "{doc}");
+        assert_eq!(doc["last"], 36 + d);
+    }
+    assert_eq!(server.raw_get(&bucket, "broken.json").unwrap(), b"not json");
+}
+
 // ---------------------------------------------------------------------------------------
 // Migrations across a prefix: all or nothing.
 
