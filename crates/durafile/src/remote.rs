@@ -499,13 +499,12 @@ impl Store {
         let mut backoff = Duration::from_millis(4);
         for _ in 0..self.max_attempts {
             let current = self.fetch(key, require_checksum)?;
-            if let Some(object) = &current {
-                if let Some(i) = maybe_landed
+            if let Some(object) = &current
+                && let Some(i) = maybe_landed
                     .iter()
                     .position(|(id, _)| object.ops.contains(id))
-                {
-                    return Ok(maybe_landed.swap_remove(i).1);
-                }
+            {
+                return Ok(maybe_landed.swap_remove(i).1);
             }
             let (bytes, value) = f(current.as_ref().map(|o| o.bytes.as_slice()))?;
             let id = op_id();
