@@ -170,11 +170,12 @@ struct Object {
 /// ```no_run
 /// // AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ... from the environment.
 /// let store = durafile::remote::Store::from_env("my-bucket")?;
+/// type AnyError = Box<dyn std::error::Error + Send + Sync>;
 /// store.update("counter.json", |current| {
 ///     let n: u64 = current.map_or(Ok(0), serde_json::from_slice)?;
-///     serde_json::to_vec(&(n + 1))
+///     Ok::<_, AnyError>(serde_json::to_vec(&(n + 1))?)
 /// })?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), AnyError>(())
 /// ```
 #[derive(Debug)]
 pub struct Store {
