@@ -387,6 +387,13 @@ impl Error {
     ///
     /// False only when the failure came after the new content was renamed into place.
     pub fn target_untouched(&self) -> bool {
+        // A PUT whose reply was lost may have landed: an object's write failure proves nothing.
+        if let Error::Remote {
+            step: Step::Write, ..
+        } = self
+        {
+            return false;
+        }
         self.step().is_none_or(Step::leaves_target_untouched)
     }
 }

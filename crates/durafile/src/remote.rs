@@ -499,7 +499,9 @@ impl Store {
         let mut maybe_landed: Vec<(String, R)> = Vec::new();
         let mut backoff = Duration::from_millis(4);
         for _ in 0..self.max_attempts {
-            let current = self.fetch(key, require_checksum)?;
+            let current = self
+                .fetch(key, require_checksum)
+                .map_err(|e| self.unknown_outcome(key, &maybe_landed, e))?;
             if let Some(object) = &current
                 && let Some(i) = maybe_landed
                     .iter()
@@ -531,11 +533,27 @@ impl Store {
             std::thread::sleep(backoff.mul_f64(0.5 + random_unit()));
             backoff = (backoff * 2).min(Duration::from_millis(250));
         }
-        Err(Error::UpdateConflict {
+        let gave_up = Error::UpdateConflict {
             path: self.url(key),
             attempts: self.max_attempts,
+        };
+        Err(self.unknown_outcome(key, &maybe_landed, gave_up).into())
+    }
+
+    /// `e`, or when an earlier attempt's PUT may have landed unseen, an error that says the
+    /// update may have been applied: never "nothing was written" when that is not known.
+    fn unknown_outcome<R>(&self, key: &str, maybe_landed: &[(String, R)], e: Error) -> Error {
+        if maybe_landed.is_empty() {
+            return e;
         }
-        .into())
+        Error::Remote {
+            step: Step::Write,
+            path: self.url(key),
+            reason: format!(
+                "{e}; the reply to an earlier attempt was lost, so this update may or may not \
+                 have been applied (read the object to find out before retrying)"
+            ),
+        }
     }
 
     fn require_conditional(&self, key: &str) -> Result<()> {

@@ -301,6 +301,41 @@ fn lost_replies_and_lost_requests_count_every_acknowledged_update_once() {
     }
 }
 
+/// With every reply lost, each update still lands once (its own write is recognised); with
+/// every request lost, the update gives up saying that its outcome is unknown, never that
+/// nothing was written.
+#[test]
+fn every_reply_lost_still_counts_once_and_every_request_lost_says_so() {
+    let Some((server, bucket)) = server() else {
+        return;
+    };
+    let count = |bytes: Option<&[u8]>| -> Result<Vec<u8>, Error> {
+        let n: u64 = bytes.map_or(0, |b| std::str::from_utf8(b).unwrap().parse().unwrap());
+        Ok((n + 1).to_string().into_bytes())
+    };
+    let replies = Proxy::start(server.port, Loss::Reply, 1);
+    let store = Store::with_config(&bucket, [("aws_endpoint", replies.endpoint())])
+        .unwrap()
+        .max_attempts(5);
+    for _ in 0..5 {
+        store.update("n", count).unwrap();
+    }
+    assert_eq!(replies.lost.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(server.raw_get(&bucket, "n").unwrap(), b"5");
+
+    let requests = Proxy::start(server.port, Loss::Request, 1);
+    let store = Store::with_config(&bucket, [("aws_endpoint", requests.endpoint())])
+        .unwrap()
+        .max_attempts(3);
+    let err = store.update("n", count).unwrap_err();
+    assert!(
+        err.to_string().contains("may or may not have been applied"),
+        "{err}"
+    );
+    assert!(!err.target_untouched());
+    assert_eq!(server.raw_get(&bucket, "n").unwrap(), b"5");
+}
+
 /// Increments and decrements make the counter return to earlier values (and S3 give it
 /// earlier ETags) all the time; with replies lost as well, the result is still exact.
 #[test]
