@@ -49,7 +49,8 @@ its own latency, measured in the same run.
 $table
 
 - **durafile's CAS update loses nothing**: the final count equals the updates acknowledged.
-  Its cost is the retries: under contention most attempts meet a 412 and read again.
+  Its cost is the retries: under contention most attempts meet a 412 and read again, so it
+  reaches a fraction of the one-at-a-time ceiling in the latency line.
 - **The naive GET-then-PUT loses updates**, counted in the "lost" column: two processes read
   the same value and both write value + 1.
 - **The local update** is the same \`FileManager::update_json_file\` on a local file (flock,

@@ -122,6 +122,13 @@ pub fn locate(url: &Path) -> Result<(Arc<Store>, String)> {
 }
 
 /// As [`locate`], for one object: the key cannot be empty.
+///
+/// ```no_run
+/// let (store, key) = durafile::remote::locate_object("s3://my-bucket/a.json".as_ref())?;
+/// let bytes = store.read(&key, true)?; // verified against its SHA-256
+/// assert!(durafile::remote::locate_object("s3://my-bucket".as_ref()).is_err());
+/// # Ok::<(), durafile::Error>(())
+/// ```
 pub fn locate_object(url: &Path) -> Result<(Arc<Store>, String)> {
     let (store, key) = locate(url)?;
     if key.is_empty() {
@@ -199,6 +206,18 @@ impl Store {
     /// The store of `bucket`, configured from the environment and then from `config`, pairs of
     /// `object_store` configuration keys (`"aws_endpoint"`, `"aws_conditional_put"`, ...) and
     /// values.
+    ///
+    /// ```no_run
+    /// use durafile::remote::Store;
+    /// let minio = Store::with_config("state", [
+    ///     ("aws_endpoint", "http://minio.internal:9000"),
+    ///     ("aws_allow_http", "true"),
+    /// ])?
+    /// .max_attempts(50);
+    /// assert!(minio.create("generation-1.json", b"{}")?);
+    /// assert!(!minio.create("generation-1.json", b"{}")?, "create-only: one winner");
+    /// # Ok::<(), durafile::Error>(())
+    /// ```
     pub fn with_config<K: AsRef<str>, V: Into<String>>(
         bucket: &str,
         config: impl IntoIterator<Item = (K, V)>,
