@@ -62,7 +62,10 @@ impl Server {
                 eprintln!(
                     "SKIPPED: {} cannot import moto's server: {}",
                     python.to_string_lossy(),
-                    String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
                 );
                 return None;
             }
