@@ -24,8 +24,9 @@
 //!   content that is current, so nothing is lost; and whether a write was ours is decided by
 //!   operation ids, never by ETags.
 //! - **Integrity end to end.** The SHA-256 of the body goes with every PUT twice: as
-//!   `x-amz-checksum-sha256`, which the store verifies before it stores anything, and in the
-//!   metadata (`x-amz-meta-durafile-sha256`), which durafile verifies on every read. A
+//!   `x-amz-checksum-sha256`, which AWS S3 verifies before it stores anything (moto, the test
+//!   server, ignores it), and in the metadata (`x-amz-meta-durafile-sha256`), which durafile
+//!   verifies on every read whatever the store does. A
 //!   mismatch is an [`Error::ChecksumMismatch`], like a corrupted local file. An object
 //!   without the digest (written by another tool) is read unverified, unless the options
 //!   require checksums ([`crate::Options::checksum`]), when it is an [`Error::MissingChecksum`].

@@ -223,6 +223,42 @@ fn without_conditional_writes_update_refuses_and_writes_nothing() {
     assert_eq!(server.raw_get(&bucket, "counter.json").unwrap(), b"5");
 }
 
+/// What goes over the wire: the SHA-256 as `x-amz-checksum-sha256` (which the server checks)
+/// and in durafile's metadata, `If-None-Match: *` to create, `If-Match` to update, and the
+/// operation id.
+#[test]
+fn puts_carry_the_checksum_and_the_preconditions() {
+    let Some((server, bucket)) = server() else {
+        return;
+    };
+    let proxy = Proxy::start(server.port, Loss::Reply, u64::MAX);
+    let store = Store::with_config(&bucket, [("aws_endpoint", proxy.endpoint())]).unwrap();
+    store
+        .update("k", |_| Ok::<_, Error>(b"one".to_vec()))
+        .unwrap();
+    store
+        .update("k", |_| Ok::<_, Error>(b"two".to_vec()))
+        .unwrap();
+    let puts: Vec<String> = proxy
+        .puts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    // base64 and hex SHA-256 of "one".
+    let (b64, hex) = (
+        "x-amz-checksum-sha256: dpldrtvau4a8ags67mbniicsmjtqdg5xq8ct1z/0me0=",
+        "x-amz-meta-durafile-sha256: 7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed",
+    );
+    assert!(puts[0].contains(b64), "{}", puts[0]);
+    assert!(puts[0].contains(hex), "{}", puts[0]);
+    assert!(puts[0].contains("if-none-match: *"), "{}", puts[0]);
+    assert!(puts[0].contains("x-amz-meta-durafile-ops: "), "{}", puts[0]);
+    assert!(puts[1].contains("if-match: "), "{}", puts[1]);
+}
+
 #[test]
 fn create_only_puts_have_one_winner() {
     let Some((_, bucket)) = server() else { return };
@@ -230,6 +266,40 @@ fn create_only_puts_have_one_winner() {
     assert!(store.create("gen.1", b"first").unwrap());
     assert!(!store.create("gen.1", b"second").unwrap());
     assert_eq!(store.read("gen.1", true).unwrap(), b"first");
+}
+
+/// Threads racing to save generations each get their own number: none is written twice.
+#[test]
+fn racing_generation_saves_never_share_a_number() {
+    let Some((_, bucket)) = server() else { return };
+    let url = format!("s3://{bucket}/state");
+    let states = StateManager::open(&url, FileManager::default())
+        .unwrap()
+        .keep(usize::MAX);
+    let saved: Vec<(u64, i64)> = std::thread::scope(|s| {
+        let savers: Vec<_> = (0..4)
+            .map(|t| {
+                let states = &states;
+                s.spawn(move || {
+                    (0..8)
+                        .map(|i| {
+                            let n = t * 100 + i;
+                            (states.save_current_state(&Counter { n }).unwrap(), n)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        savers.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut numbers: Vec<u64> = saved.iter().map(|(g, _)| *g).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=32).collect::<Vec<u64>>());
+    // Each generation holds what the save that got its number wrote.
+    for (generation, n) in saved {
+        assert_eq!(states.load_generation::<Counter>(generation).unwrap().n, n);
+    }
+    assert_eq!(states.history().unwrap().len(), 32);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// moto's WSGI app behind werkzeug's single-threaded, single-process server, as
@@ -206,6 +206,8 @@ pub enum Loss {
 pub struct Proxy {
     pub port: u16,
     pub lost: Arc<AtomicU64>,
+    /// The request line and headers of every PUT that passed through, in order.
+    pub puts: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -213,18 +215,23 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let lost = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let puts = Arc::new(AtomicU64::new(0));
-        let counter = lost.clone();
+        let (counter, record) = (lost.clone(), seen.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                let (puts, lost) = (puts.clone(), counter.clone());
+                let (puts, lost, record) = (puts.clone(), counter.clone(), record.clone());
                 std::thread::spawn(move || {
-                    let _ = relay(client, upstream, loss, every, &puts, &lost);
+                    let _ = relay(client, upstream, loss, every, &puts, &lost, &record);
                 });
             }
         });
-        Proxy { port, lost }
+        Proxy {
+            port,
+            lost,
+            puts: seen,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -240,11 +247,18 @@ fn relay(
     every: u64,
     puts: &AtomicU64,
     lost: &AtomicU64,
+    record: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     loop {
         let Some(request) = read_request(&mut client)? else {
             return Ok(());
         };
+        if request.starts_with(b"PUT ") {
+            let head = request.split(|&b| b == 0).next().unwrap_or(&[]);
+            let text = String::from_utf8_lossy(head);
+            let head = text.split("\r\n\r\n").next().unwrap_or("").to_owned();
+            record.lock().unwrap().push(head);
+        }
         let lose = request.starts_with(b"PUT ")
             && puts.fetch_add(1, Ordering::Relaxed) % every == every - 1;
         if lose && loss == Loss::Request {
