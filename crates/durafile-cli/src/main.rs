@@ -229,7 +229,9 @@ struct StateArgs {
 impl StateArgs {
     /// The state, without pruning: the application decides how many generations to keep.
     fn open(&self) -> Result<StateManager, Failure> {
-        if !self.dir.is_dir() {
+        if remote::is_url(&self.dir) {
+            remote::supported(&self.dir)?;
+        } else if !self.dir.is_dir() {
             return Err(Failure::new(format!(
                 "state {}: no such directory",
                 self.dir.display()
@@ -365,14 +367,19 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             dry_run,
             field,
             pretty,
-        } => migrate::run(migrate::Args {
-            dir: &dir,
-            migrations: &migrations,
-            to,
-            dry_run,
-            field: &field,
-            pretty,
-        }),
+        } => {
+            if remote::is_url(&dir) {
+                remote::supported(&dir)?;
+            }
+            migrate::run(migrate::Args {
+                dir: &dir,
+                migrations: &migrations,
+                to,
+                dry_run,
+                field: &field,
+                pretty,
+            })
+        }
         Cmd::Batch { jobs, write } => {
             let mut opts = Options::new()
                 .durability(write.durability)

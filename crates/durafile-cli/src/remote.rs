@@ -8,9 +8,9 @@
 use std::path::Path;
 
 #[cfg(not(feature = "s3"))]
-pub use disabled::{cat, update, verify, write};
+pub use disabled::{cat, supported, update, verify, write};
 #[cfg(feature = "s3")]
-pub use enabled::{cat, update, verify, write};
+pub use enabled::{cat, supported, update, verify, write};
 
 /// Whether the command was given an object URL rather than a path.
 pub fn is_url(path: &Path) -> bool {
@@ -29,6 +29,11 @@ mod disabled {
 
     fn unsupported(url: &Path) -> Failure {
         Failure::new(format!("{}: {UNSUPPORTED}", url.display()))
+    }
+
+    /// Refuses `url`: this build cannot reach object stores.
+    pub fn supported(url: &Path) -> Result<(), Failure> {
+        Err(unsupported(url))
     }
 
     pub fn write(url: &Path, _: &WriteArgs) -> Result<(), Failure> {
@@ -63,6 +68,11 @@ mod enabled {
 
     use crate::WriteArgs;
     use crate::failure::{self, Failure};
+
+    /// Accepts `url`: the library's components take it in place of a directory.
+    pub fn supported(_: &Path) -> Result<(), Failure> {
+        Ok(())
+    }
 
     /// `durafile write s3://...`: standard input, whole, as the new object.
     pub fn write(url: &Path, args: &WriteArgs) -> Result<(), Failure> {

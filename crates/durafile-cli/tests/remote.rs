@@ -46,6 +46,8 @@ fn urls_are_refused_without_the_feature() {
         vec!["write", "s3://bucket/k"],
         vec!["cat", "s3://bucket/k"],
         vec!["update", "s3://bucket/k", "--", "cat"],
+        vec!["migrate", "s3://bucket/p", "--migrations", "."],
+        vec!["state", "show", "s3://bucket/p"],
     ] {
         let out = Command::new(BIN)
             .args(&args)
@@ -176,4 +178,39 @@ fn eight_processes_times_a_hundred_updates_lose_nothing() {
     }
     let out = durafile(&["cat", &url, "--checksum"], &server.env(), b"");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"n\":800}\n");
+}
+
+/// `durafile migrate` and `durafile state` take a prefix where they take a directory.
+#[cfg(feature = "s3")]
+#[test]
+fn migrate_and_state_on_a_prefix() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((server, bucket)) = server() else {
+        return;
+    };
+    let env = server.env();
+    for i in 0..3 {
+        let url = format!("s3://{bucket}/users/u{i}.json");
+        let doc = format!("{{\"id\":{i}}}");
+        let out = durafile(&["write", &url], &env, doc.as_bytes());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let steps = tempfile::tempdir().unwrap();
+    let step = steps.path().join("0001-add-tags");
+    std::fs::write(&step, "#!/bin/sh\nsed 's/}$/,\"tags\":[]}/'\n").unwrap();
+    std::fs::set_permissions(&step, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let prefix = format!("s3://{bucket}/users");
+    let migrations = steps.path().to_str().unwrap();
+    let out = durafile(&["migrate", &prefix, "--migrations", migrations], &env, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..3 {
+        let out = durafile(&["cat", &format!("{prefix}/u{i}.json")], &env, b"");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["tags"], serde_json::json!([]), "{doc}");
+        assert_eq!(doc["schema_version"], 1, "{doc}");
+    }
+    // No state saved there yet: `state show` says so, and exits 1.
+    let out = durafile(&["state", "show", &prefix], &env, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no state named"), "{}", stderr(&out));
 }
