@@ -14,8 +14,9 @@
 //! - **Exactly once, even when a reply is lost.** Each attempt carries a random operation id,
 //!   and each object keeps the ids of the last [`KEPT_OPS`] writes in its metadata
 //!   (`x-amz-meta-durafile-ops`). When a PUT's outcome is unknown (the connection dropped, a
-//!   timeout), the next read checks whether one of this update's ids is there: if so the
-//!   update is done and the closure does not run again. The HTTP client's own retries are
+//!   timeout, a 5xx), the next read checks whether one of this update's ids is there: if so
+//!   the update is done and the closure does not run again. After 20 such PUTs in a row the
+//!   update stops and says its outcome is unknown. The HTTP client's own retries are
 //!   off, so it never resends a conditional PUT behind durafile's back. The one gap: if more
 //!   than [`KEPT_OPS`] other writes land between a lost reply and the re-read, a landed write
 //!   can no longer be recognised.
@@ -87,6 +88,10 @@ pub const KEPT_OPS: usize = 64;
 
 /// How many times an update reads, runs its closure and tries to write, by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 1000;
+
+/// How many PUTs in a row may fail without an answer (connection lost, a 5xx, a 400) before an
+/// update stops: lost replies are retried, a store that refuses every write is not.
+const MAX_UNANSWERED: u32 = 20;
 
 const META_SHA256: &str = "durafile-sha256";
 const META_OPS: &str = "durafile-ops";
@@ -518,6 +523,7 @@ impl Store {
         // Every attempt whose PUT may have landed, with the value its run returned.
         let mut maybe_landed: Vec<(String, R)> = Vec::new();
         let mut backoff = Duration::from_millis(4);
+        let mut unanswered = 0;
         for _ in 0..self.max_attempts {
             let current = self
                 .fetch(key, require_checksum)
@@ -543,12 +549,26 @@ impl Store {
                 Err(
                     object_store::Error::Precondition { .. }
                     | object_store::Error::AlreadyExists { .. },
-                ) => {}
-                Err(e @ object_store::Error::NotImplemented { .. }) => {
-                    return Err(self.err(Step::Write, key, e).into());
+                ) => unanswered = 0,
+                // A definite refusal: retrying cannot help.
+                Err(
+                    e @ (object_store::Error::NotImplemented { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotFound { .. }),
+                ) => {
+                    let e = self.err(Step::Write, key, e);
+                    return Err(self.unknown_outcome(key, &maybe_landed, e).into());
                 }
                 // The request or its reply was lost: it may have landed. The next read says.
-                Err(_) => maybe_landed.push((id, value)),
+                Err(e) => {
+                    maybe_landed.push((id, value));
+                    unanswered += 1;
+                    if unanswered == MAX_UNANSWERED {
+                        let e = self.err(Step::Write, key, e);
+                        return Err(self.unknown_outcome(key, &maybe_landed, e).into());
+                    }
+                }
             }
             std::thread::sleep(backoff.mul_f64(0.5 + random_unit()));
             backoff = (backoff * 2).min(Duration::from_millis(250));
