@@ -11,6 +11,7 @@ mod inherited;
 mod migrate;
 mod process;
 mod progress;
+mod remote;
 mod signals;
 mod stream;
 mod torture;
@@ -245,7 +246,9 @@ struct StateArgs {
 impl StateArgs {
     /// The state, without pruning: the application decides how many generations to keep.
     fn open(&self) -> Result<StateManager, Failure> {
-        if !self.dir.is_dir() {
+        if remote::is_url(&self.dir) {
+            remote::supported(&self.dir)?;
+        } else if !self.dir.is_dir() {
             return Err(Failure::new(format!(
                 "state {}: no such directory",
                 quote(&self.dir)
@@ -334,6 +337,16 @@ fn waiting(w: &durafile::lock::Waiting<'_>) {
 
 fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
     match cmd {
+        Cmd::Write { file, write, mode } if remote::is_url(&file) => {
+            if mode.is_some() {
+                return Err(Failure::new(format!(
+                    "write {}: --mode applies to files, not to objects",
+                    file.display()
+                )));
+            }
+            remote::write(&file, &write)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Write { file, write, mode } => {
             signals::install()?;
             let opts = match mode {
@@ -350,6 +363,10 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             )?;
             let _commit = signals::hold();
             out.commit()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cat { file, checksum } if remote::is_url(&file) => {
+            remote::cat(&file, checksum)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Cat { file, checksum } => {
@@ -394,15 +411,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
             field,
             pretty,
             step_timeout,
-        } => migrate::run(migrate::Args {
-            dir: &dir,
-            migrations: &migrations,
-            to,
-            dry_run,
-            field: &field,
-            pretty,
-            step_timeout,
-        }),
+        } => {
+            if remote::is_url(&dir) {
+                remote::supported(&dir)?;
+            }
+            migrate::run(migrate::Args {
+                dir: &dir,
+                migrations: &migrations,
+                to,
+                dry_run,
+                field: &field,
+                pretty,
+                step_timeout,
+            })
+        }
         Cmd::Batch { jobs, write } => {
             let mut opts = Options::new()
                 .durability(write.durability)
@@ -444,6 +466,14 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
                 .wait()
                 .map_err(|e| Failure::new(format!("wait for {}: {e}", show(&command))))?;
             Ok(failure::exit_code(status))
+        }
+        Cmd::Update {
+            file,
+            write,
+            command,
+        } if remote::is_url(&file) => {
+            remote::update(&file, &write, &command)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Update {
             file,

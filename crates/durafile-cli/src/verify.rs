@@ -60,7 +60,11 @@ pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failu
         if let Some(bar) = &bar {
             bar.set_message(quote(path).to_string());
         }
-        let result = checksum::verify(path);
+        let result = if crate::remote::is_url(path) {
+            crate::remote::verify(path)
+        } else {
+            checksum::verify(path)
+        };
         if let Some(bar) = &bar {
             bar.inc(path.metadata().map_or(0, |m| m.len()));
         }

@@ -7,6 +7,10 @@
 //! operations on one document are applied in the order given, under its exclusive lock, to
 //! its current content. A failing operation does not stop the others.
 //!
+//! Documents at `s3://` URLs (feature `s3`) are updated one after another after the local
+//! groups, each by one compare-and-swap update of the object (see `remote`): no lock, no
+//! group commit, and each is durable as soon as the store acknowledged it.
+//!
 //! A batch is **not** a transaction across files: a crash part-way leaves each file with
 //! its old or its new content, complete, but some files new and others old.
 //!
@@ -257,6 +261,9 @@ impl BatchProcessor {
         }
         let groups: Vec<Group> = groups.into_values().collect();
         let mut done = total - groups.iter().map(|g| g.ops.len()).sum::<usize>();
+        #[cfg(feature = "s3")]
+        let (groups, remote): (Vec<Group>, Vec<Group>) =
+            groups.into_iter().partition(|g| !crate::is_remote(&g.path));
         for chunk in groups.chunks(self.fitting_group_size()) {
             if cancel.load(Ordering::Relaxed) {
                 break;
@@ -265,6 +272,17 @@ impl BatchProcessor {
                 if !matches!(outcome, Outcome::Cancelled) {
                     done += 1;
                 }
+                outcomes[i] = outcome;
+            }
+            progress(Progress { done, total });
+        }
+        #[cfg(feature = "s3")]
+        for group in &remote {
+            if cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            for (i, outcome) in self.update_remote(group, &ops) {
+                done += 1;
                 outcomes[i] = outcome;
             }
             progress(Progress { done, total });
@@ -356,25 +374,12 @@ impl BatchProcessor {
                 return done;
             }
         };
-        let mut current: Result<Value, Arc<Error>> = match file.read_current() {
+        let current = match file.read_current() {
             Ok(Some(bytes)) => parse(&group.path, &bytes).map_err(Arc::new),
             Ok(None) => Ok(Value::Null),
             Err(e) => Err(Arc::new(e)),
         };
-        let mut applied = Vec::new();
-        for &i in &group.ops {
-            match (&ops[i], &mut current) {
-                (Op::Write { value, .. }, _) => {
-                    current = Ok(value.clone());
-                    applied.push(i);
-                }
-                (Op::Merge { patch, .. }, Ok(doc)) => {
-                    merge_patch(doc, patch);
-                    applied.push(i);
-                }
-                (Op::Merge { .. }, Err(e)) => done.outcomes.push((i, Outcome::Failed(e.clone()))),
-            }
-        }
+        let (current, applied) = apply_ops(current, group, ops, &mut done.outcomes);
         let Ok(doc) = current else {
             return done;
         };
@@ -393,8 +398,36 @@ impl BatchProcessor {
     }
 }
 
-/// The canonical path of `path`'s lock file.
+/// Applies `group`'s operations in order to the document's `current` content; returns the
+/// result and the operations applied, and records in `failed` those that could not be.
+fn apply_ops(
+    mut current: Result<Value, Arc<Error>>,
+    group: &Group,
+    ops: &[Op],
+    failed: &mut Vec<(usize, Outcome)>,
+) -> (Result<Value, Arc<Error>>, Vec<usize>) {
+    let mut applied = Vec::new();
+    for &i in &group.ops {
+        match (&ops[i], &mut current) {
+            (Op::Write { value, .. }, _) => {
+                current = Ok(value.clone());
+                applied.push(i);
+            }
+            (Op::Merge { patch, .. }, Ok(doc)) => {
+                merge_patch(doc, patch);
+                applied.push(i);
+            }
+            (Op::Merge { .. }, Err(e)) => failed.push((i, Outcome::Failed(e.clone()))),
+        }
+    }
+    (current, applied)
+}
+
+/// The canonical path of `path`'s lock file (an object's URL as it is: objects have no lock).
 fn lock_key(path: &Path) -> Result<PathBuf, Error> {
+    if crate::is_remote(path) {
+        return Ok(path.to_path_buf());
+    }
     let lock_file = lock::lock_file_path(path)?;
     let dir = lock_file.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
@@ -458,5 +491,53 @@ fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)
             },
         };
         outcomes.extend(ops.into_iter().map(|i| (i, outcome.clone())));
+    }
+}
+
+#[cfg(feature = "s3")]
+impl BatchProcessor {
+    /// One object's operations as one compare-and-swap update; outcomes by operation index.
+    fn update_remote(&self, group: &Group, ops: &[Op]) -> Vec<(usize, Outcome)> {
+        /// Why an update wrote nothing.
+        enum Stop {
+            /// The current document does not parse and no operation replaces it; the
+            /// operations' outcomes say so.
+            Unparsable,
+            Failed(Error),
+        }
+        impl From<Error> for Stop {
+            fn from(e: Error) -> Stop {
+                Stop::Failed(e)
+            }
+        }
+        let mut outcomes = Vec::new();
+        let checksum = self.files.options().get_checksum();
+        let updated = crate::remote::locate_object(&group.path)
+            .map_err(Stop::Failed)
+            .and_then(|(store, key)| {
+                store.update_with(&key, checksum, |current| {
+                    // The closure runs again after a conflict: each run starts afresh.
+                    outcomes.clear();
+                    let current = match current {
+                        Some(bytes) => parse(&group.path, bytes).map_err(Arc::new),
+                        None => Ok(Value::Null),
+                    };
+                    match apply_ops(current, group, ops, &mut outcomes) {
+                        (Ok(doc), applied) => {
+                            Ok((self.files.to_bytes(&group.path, &doc)?, applied))
+                        }
+                        (Err(_), _) => Err(Stop::Unparsable),
+                    }
+                })
+            });
+        match updated {
+            Ok(applied) => outcomes.extend(applied.into_iter().map(|i| (i, Outcome::Applied))),
+            Err(Stop::Unparsable) => {}
+            Err(Stop::Failed(e)) => {
+                outcomes.clear();
+                fail_all(&mut outcomes, &group.ops, Arc::new(e));
+            }
+        }
+        outcomes
     }
 }

@@ -5,6 +5,10 @@
 //! filesystem: a key names exactly one file directly inside the directory, never a path
 //! elsewhere, never a hidden file, never one of durafile's own temp, lock or checksum files.
 //! A refused key is an [`Error::InvalidKey`] and nothing is read or written.
+//!
+//! With the `s3` feature, the directory may be an `s3://bucket/prefix` URL: each document is
+//! then the object `prefix/KEY.json`, keys are validated the same way, and updates are
+//! compare-and-swap (see `remote`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,13 +54,19 @@ pub struct DataHandler {
 }
 
 impl DataHandler {
-    /// Opens the directory `dir`, creating it (and its parents) if needed.
+    /// Opens the directory `dir`, creating it (and its parents) if needed. With the `s3`
+    /// feature `dir` may be an `s3://bucket/prefix` URL (nothing is created).
     ///
     /// # Errors
     ///
     /// At [`Step::CreateDir`] when the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<DataHandler> {
         let dir = dir.into();
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(&dir) {
+            crate::remote::locate(&dir)?;
+            return Ok(DataHandler { dir, files });
+        }
         fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
         Ok(DataHandler { dir, files })
     }
@@ -97,11 +107,11 @@ impl DataHandler {
     }
 
     /// Changes `key`'s document in place with no lost update (see
-    /// [`FileManager::update_json_file`]).
+    /// [`FileManager::update_json_file`]; on an object store `f` may run more than once).
     pub fn update<T, R, E, F>(&self, key: &str, f: F) -> Result<R, E>
     where
         T: Serialize + DeserializeOwned + Default,
-        F: FnOnce(&mut T) -> Result<R, E>,
+        F: FnMut(&mut T) -> Result<R, E>,
         E: From<Error>,
     {
         let path = self.path_of(key)?;
@@ -130,6 +140,11 @@ impl DataHandler {
     /// sidecar's name, as a write would refuse it; nothing is deleted then.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let path = self.path_of(key)?;
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(&path) {
+            let (store, key) = crate::remote::locate_object(&path)?;
+            return store.delete(&key);
+        }
         let opts = self.files.options();
         let mut target = Target::resolve(&path)?;
         target.pin_dir(Step::Remove)?;
@@ -155,6 +170,13 @@ impl DataHandler {
 
     /// The keys of every document, sorted.
     pub fn list(&self) -> Result<Vec<String>> {
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(&self.dir) {
+            let (store, prefix) = crate::remote::locate(&self.dir)?;
+            let names = store.list(&prefix)?.into_iter();
+            let keys = names.filter_map(|n| n.strip_suffix(EXTENSION).map(str::to_owned));
+            return Ok(keys.filter(|k| validate_key(k).is_ok()).collect());
+        }
         let err = |e| Error::io(Step::ReadDir, &self.dir, e);
         let mut keys = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(err)? {

@@ -363,6 +363,45 @@ pub enum Error {
         /// The data file whose lock is already held.
         path: PathBuf,
     },
+
+    /// An object store refused or failed a request (`s3://` URLs, see `remote`).
+    #[error("{step} {}: {reason}", quote(path))]
+    Remote {
+        /// The step that failed.
+        step: Step,
+        /// The object's URL.
+        path: PathBuf,
+        /// The store's or the client's message.
+        reason: String,
+    },
+
+    /// An update of an object was refused because the store is not configured for
+    /// conditional writes: without them concurrent updates would silently overwrite each
+    /// other.
+    #[error(
+        "update {}: {reason}; without conditional writes concurrent updates would overwrite each other, so nothing was written{}",
+        quote(path),
+        Paren(self.hint())
+    )]
+    ConditionalWritesUnavailable {
+        /// The object's URL.
+        path: PathBuf,
+        /// What is missing.
+        reason: &'static str,
+    },
+
+    /// Other writers changed the object between every read and write of an update.
+    #[error(
+        "update {}: other writers changed it before each of {attempts} attempts could write; this update wrote nothing{}",
+        quote(path),
+        Paren(self.hint())
+    )]
+    UpdateConflict {
+        /// The object's URL.
+        path: PathBuf,
+        /// How many times durafile read, ran the change and tried to write.
+        attempts: u32,
+    },
 }
 
 impl Error {
@@ -444,6 +483,10 @@ impl Error {
             Error::InvalidKey { .. } => Some(Step::Resolve),
             Error::NoGoodState { .. } => Some(Step::Read),
             Error::Migration { .. } => Some(Step::Write),
+            Error::Remote { step, .. } => Some(*step),
+            Error::ConditionalWritesUnavailable { .. } | Error::UpdateConflict { .. } => {
+                Some(Step::Write)
+            }
         }
     }
 
@@ -463,7 +506,10 @@ impl Error {
             | Error::ChecksumFileRefused { path, .. }
             | Error::InvalidJson { path, .. }
             | Error::Serialize { path, .. }
-            | Error::Migration { path, .. } => path,
+            | Error::Migration { path, .. }
+            | Error::Remote { path, .. }
+            | Error::ConditionalWritesUnavailable { path, .. }
+            | Error::UpdateConflict { path, .. } => path,
             Error::InvalidKey { key, .. } => Path::new(key),
             Error::NoGoodState { dir, .. } => dir,
         }
@@ -493,6 +539,13 @@ impl Error {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn target_untouched(&self) -> bool {
+        // A PUT whose reply was lost may have landed: an object's write failure proves nothing.
+        if let Error::Remote {
+            step: Step::Write, ..
+        } = self
+        {
+            return false;
+        }
         self.step()
             .is_none_or(|step| step.leaves_target_untouched() || step.only_reads())
     }
@@ -550,6 +603,13 @@ impl Error {
             Error::NoGoodState { .. } => "restore the directory from a backup",
             Error::Migration { .. } => "this migration changed no document",
             Error::AlreadyLocked { .. } => "use the guard you hold",
+            // The store's own message says what there is to say.
+            Error::Remote { .. } => return None,
+            Error::ConditionalWritesUnavailable { .. } => {
+                "use a store that supports If-Match and If-None-Match, such as AWS S3, R2 or \
+                 MinIO, with AWS_CONDITIONAL_PUT=etag, the default"
+            }
+            Error::UpdateConflict { .. } => "retry later, or write less often",
         };
         Some(text.to_owned())
     }
@@ -573,6 +633,9 @@ impl From<Error> for io::Error {
             Error::InvalidJson { .. } | Error::NoGoodState { .. } => io::ErrorKind::InvalidData,
             Error::Serialize { .. } | Error::InvalidKey { .. } => io::ErrorKind::InvalidInput,
             Error::Migration { .. } => io::ErrorKind::InvalidData,
+            Error::Remote { .. } => io::ErrorKind::Other,
+            Error::ConditionalWritesUnavailable { .. } => io::ErrorKind::Unsupported,
+            Error::UpdateConflict { .. } => io::ErrorKind::ResourceBusy,
         };
         io::Error::new(kind, err)
     }

@@ -74,6 +74,11 @@ impl FileManager {
     /// content is not a valid `T`.
     pub fn read_json_file<T: DeserializeOwned>(&self, path: impl AsRef<Path>) -> Result<T> {
         let path = path.as_ref();
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(path) {
+            let (store, key) = crate::remote::locate_object(path)?;
+            return parse(path, &store.read(&key, self.opts.get_checksum())?);
+        }
         let bytes = crate::read(path, &self.opts)?;
         parse(path, &bytes)
     }
@@ -89,6 +94,11 @@ impl FileManager {
         path: impl AsRef<Path>,
         value: &T,
     ) -> Result<()> {
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(path.as_ref()) {
+            let (store, key) = crate::remote::locate_object(path.as_ref())?;
+            return store.write(&key, &self.to_bytes(path.as_ref(), value)?);
+        }
         let mut file = AtomicFile::new(path, &self.opts)?;
         self.serialize_into(&mut file, value)?;
         file.commit()
@@ -98,16 +108,32 @@ impl FileManager {
     /// the rename so that no concurrent update is lost. A missing file starts as
     /// `T::default()`. When `f` fails, nothing is written and its error is returned.
     ///
+    /// On a local file `f` runs exactly once. On an `s3://` object (feature `s3`) it runs
+    /// again whenever another writer changed the object first (see `remote`), so it must
+    /// only compute the new document, with no side effects.
+    ///
     /// # Errors
     ///
     /// `f`'s error, or (converted into `E`) any error of reading, parsing or writing.
-    pub fn update_json_file<T, R, E, F>(&self, path: impl AsRef<Path>, f: F) -> Result<R, E>
+    pub fn update_json_file<T, R, E, F>(&self, path: impl AsRef<Path>, mut f: F) -> Result<R, E>
     where
         T: Serialize + DeserializeOwned + Default,
-        F: FnOnce(&mut T) -> Result<R, E>,
+        F: FnMut(&mut T) -> Result<R, E>,
         E: From<Error>,
     {
         let path = path.as_ref();
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(path) {
+            let (store, key) = crate::remote::locate_object(path)?;
+            return store.update_with(&key, self.opts.get_checksum(), |current| {
+                let mut value = match current {
+                    Some(bytes) => parse(path, bytes)?,
+                    None => T::default(),
+                };
+                let result = f(&mut value)?;
+                Ok((self.to_bytes(path, &value)?, result))
+            });
+        }
         let mut file = AtomicFile::new(path, &self.opts)?;
         let mut value = match file.read_current()? {
             Some(bytes) => parse(path, &bytes)?,

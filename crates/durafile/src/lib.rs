@@ -58,6 +58,8 @@
 //! - [`read()`]: reading, optionally under the shared lock.
 //! - [`recover`]: cleaning up after a crash.
 //! - [`error`]: one [`Error`] type with step, path, cause and advice.
+//! - `remote` (cargo feature `s3`): the same JSON components on S3-compatible object storage,
+//!   chosen by an `s3://bucket/prefix` URL in place of a path.
 
 #![deny(missing_docs)]
 
@@ -74,6 +76,8 @@ mod names;
 mod options;
 mod read;
 pub mod recover;
+#[cfg(feature = "s3")]
+pub mod remote;
 pub mod state_manager;
 mod sys;
 mod target;
@@ -91,3 +95,16 @@ pub use names::is_temp_name;
 pub use options::{Durability, Options, ParseDurabilityError};
 pub use read::{open, read};
 pub use state_manager::StateManager;
+
+/// Whether `path` is an object-store URL that this build serves: always false without the
+/// `s3` feature, so local code pays nothing for the remote backend.
+#[inline]
+pub(crate) fn is_remote(path: &std::path::Path) -> bool {
+    #[cfg(feature = "s3")]
+    return remote::is_url(path);
+    #[cfg(not(feature = "s3"))]
+    return {
+        let _ = path;
+        false
+    };
+}

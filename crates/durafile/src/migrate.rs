@@ -42,6 +42,12 @@
 //! bytes) or that is not a regular file is left as it is and listed in
 //! [`DirMigration::skipped`] with the reason, never passed over in silence.
 //!
+//! # A prefix of an object store
+//!
+//! With the `s3` feature, a [`DataHandler`] on `s3://bucket/prefix` migrates with the same
+//! journal design over the store's primitives: see `migrate::remote_prefix` (the journal
+//! is one create-only object, documents are replaced by compare-and-swap).
+//!
 //! Migrations are meant to run while the application's writers are stopped. If one writes
 //! a document anyway between phases 1 and 3, durafile does not overwrite that write: the
 //! document is reported in [`DirMigration::conflicts`] and left for a rerun to migrate.
@@ -74,6 +80,9 @@ const LOCK_NAME: &str = "durafile-migration";
 const JOURNAL: &str = ".durafile-migration.journal";
 const STAGING: &str = ".durafile-migration.staging";
 const BACKUP: &str = ".durafile-migration.backup";
+
+#[cfg(feature = "s3")]
+mod remote_prefix;
 
 /// Ordered migration steps.
 ///
@@ -254,6 +263,10 @@ impl Migrator {
         to: Option<u64>,
     ) -> Result<Migrated> {
         let path = path.as_ref();
+        #[cfg(feature = "s3")]
+        if crate::is_remote(path) {
+            return remote_prefix::migrate_object(self, path, files, to);
+        }
         let mut file = AtomicFile::new(path, files.options())?;
         let bytes = file
             .read_current()?
@@ -286,6 +299,10 @@ impl Migrator {
         progress: &dyn Fn(&str, usize, usize),
     ) -> Result<DirMigration> {
         let dir = docs.dir();
+        #[cfg(feature = "s3")]
+        if crate::is_remote(dir) {
+            return remote_prefix::migrate_prefix(self, docs, to, dry_run, progress);
+        }
         let _lock = lock::acquire(&dir.join(LOCK_NAME), LockMode::Exclusive, None)?;
         let (resumed, resumed_conflicts) = match dry_run {
             true => (dir.join(JOURNAL).exists(), Vec::new()),
@@ -379,6 +396,11 @@ impl Migrator {
     /// was nothing to do, else the documents that someone changed meanwhile and that were
     /// left unmigrated. [`Migrator::migrate_dir`] does this first by itself.
     pub fn recover_dir(docs: &DataHandler) -> Result<Option<Vec<String>>> {
+        #[cfg(feature = "s3")]
+        if crate::is_remote(docs.dir()) {
+            let (store, prefix) = crate::remote::locate(docs.dir())?;
+            return remote_prefix::resume(&store, &prefix, docs, &|_, _, _| {});
+        }
         let _lock = lock::acquire(&docs.dir().join(LOCK_NAME), LockMode::Exclusive, None)?;
         resume(docs, &|_, _, _| {})
     }

@@ -23,6 +23,10 @@
 //!
 //! Saves, rollbacks and pruning hold the exclusive lock of `DIR/NAME` (`DIR/.NAME.lock`), so
 //! several processes can share one state directory; loads take no lock.
+//!
+//! With the `s3` feature, `DIR` may be an `s3://bucket/prefix` URL. There is no lock there:
+//! each generation is created with `If-None-Match: *`, so two hosts can never write the same
+//! generation (the loser of a race takes the next number).
 
 use std::fs;
 use std::io;
@@ -122,7 +126,9 @@ impl StateManager {
     /// Opens the state directory `dir` (creating it if needed), for state named `state`.
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<StateManager> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
+        if !crate::is_remote(&dir) {
+            fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
+        }
         Ok(StateManager {
             dir,
             name: "state".to_owned(),
@@ -164,6 +170,10 @@ impl StateManager {
     /// Saves `state` as a new generation and returns its number. When this returns, the new
     /// generation is current (and, at [`crate::Durability::Full`], survives a power loss).
     pub fn save_current_state<S: Serialize + ?Sized>(&self, state: &S) -> Result<u64> {
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(&self.dir) {
+            return self.create_remote(&self.files.to_bytes(&self.dir, state)?);
+        }
         let _lock = self.lock()?;
         let number = self.next_number()?;
         let previous = self.newest_meta()?;
@@ -189,7 +199,12 @@ impl StateManager {
                 return Ok(loaded);
             }
         }
-        // Saves keep pruning faster than we can read: wait for them.
+        // Saves keep pruning faster than we can read: wait for them (a store has no lock to
+        // wait on, so there a generation that vanished counts as failed).
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(&self.dir) {
+            return Ok(self.scan(false)?.expect("scan(false) always finishes"));
+        }
         let _lock = self.lock()?;
         Ok(self.scan(false)?.expect("nothing vanishes under the lock"))
     }
@@ -228,9 +243,19 @@ impl StateManager {
     /// The generations on disk, newest first.
     pub fn history(&self) -> Result<Vec<Generation>> {
         let err = |e| Error::io(Step::ReadDir, &self.dir, e);
+        let mut names = Vec::new();
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(&self.dir) {
+            let (store, prefix) = crate::remote::locate(&self.dir)?;
+            names = store.list(&prefix)?.into_iter().map(Into::into).collect();
+        }
+        if !crate::is_remote(&self.dir) {
+            for entry in fs::read_dir(&self.dir).map_err(err)? {
+                names.push(entry.map_err(err)?.file_name());
+            }
+        }
         let mut found = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(err)? {
-            let name = entry.map_err(err)?.file_name();
+        for name in names {
             let number = name
                 .to_str()
                 .and_then(|n| n.strip_prefix(self.name.as_str()))
@@ -252,6 +277,11 @@ impl StateManager {
     /// generation; returns the new generation's number. The copy gets a checksum sidecar when
     /// the original has one, whatever this manager's options say.
     pub fn rollback(&self, number: u64) -> Result<u64> {
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(&self.dir) {
+            let (store, key) = crate::remote::locate_object(&self.path_of(number))?;
+            return self.create_remote(&store.read(&key, self.files.options().get_checksum())?);
+        }
         let _lock = self.lock()?;
         let source = self.path_of(number);
         let bytes = crate::read(&source, self.files.options())?;
@@ -315,6 +345,12 @@ impl StateManager {
     /// a link) stays: the save succeeded, and that file is not durafile's to delete.
     fn prune(&self) -> Result<()> {
         for old in self.history()?.into_iter().skip(self.keep) {
+            #[cfg(feature = "s3")]
+            if crate::remote::is_url(&old.path) {
+                let (store, key) = crate::remote::locate_object(&old.path)?;
+                store.delete(&key)?;
+                continue;
+            }
             // Only the sidecar of a generation durafile wrote, a regular file (not a link), and
             // judged while the generation still says whose it is.
             let regular = fs::symlink_metadata(&old.path).is_ok_and(|m| m.is_file());
@@ -329,5 +365,21 @@ impl StateManager {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(feature = "s3")]
+impl StateManager {
+    /// Saves `bytes` as the next generation of a state in an object store. The create-only
+    /// PUT is what keeps two hosts from both writing generation N: the loser counts again.
+    fn create_remote(&self, bytes: &[u8]) -> Result<u64> {
+        loop {
+            let number = self.next_number()?;
+            let (store, key) = crate::remote::locate_object(&self.path_of(number))?;
+            if store.create(&key, bytes)? {
+                self.prune()?;
+                return Ok(number);
+            }
+        }
     }
 }
