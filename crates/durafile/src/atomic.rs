@@ -271,6 +271,12 @@ impl AtomicFile {
     /// content is in place but may not survive a power loss.
     pub fn commit(self) -> Result<()> {
         let mut staged = self.stage(true)?;
+        if sys::mutant("checksum_finish_first")
+            && let Some((_, new)) = &staged.pair
+        {
+            let f = &staged.file;
+            checksum::write_sidecar(&f.target, &[*new], Phase::Finish, true, f.mode)?;
+        }
         staged.publish()?;
         if staged.needs_dir_sync() {
             staged.sync_dir()?;
@@ -330,7 +336,7 @@ impl AtomicFile {
     fn restore_sidecar(&self, old: &[Digest]) {
         let sync = self.durability != Durability::None;
         if old.is_empty() {
-            let _ = fs::remove_file(checksum::sidecar_of(&self.target));
+            let _ = sys::remove_file(&checksum::sidecar_of(&self.target));
         } else {
             let _ = checksum::write_sidecar(&self.target, old, Phase::Finish, sync, self.mode);
         }
@@ -360,8 +366,13 @@ impl AtomicFile {
             .and_then(|()| file.set_permissions(fs::Permissions::from_mode(self.mode)))
             .map_err(self.at(Step::SetPermissions))?;
         if self.durability != Durability::None {
+            // Deliberate bug for the crash-model tests: the fsync moves after the rename.
+            let sync = |file| match sys::mutant("sync_after_rename") {
+                true => Ok(()),
+                false => sys::sync_file(file),
+            };
             fault::point("durafile::before_sync")
-                .and_then(|()| file.sync_all())
+                .and_then(|()| sync(file))
                 .and_then(|()| fault::point("durafile::after_sync"))
                 .map_err(self.at(Step::Sync))?;
         }
@@ -453,7 +464,7 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.temp_pending {
             // Best effort: whatever is left is an orphan that recovery can tell is unowned.
-            let _ = fs::remove_file(&self.temp);
+            let _ = sys::remove_file(&self.temp);
         }
     }
 }
@@ -484,7 +495,7 @@ impl Staged {
     pub(crate) fn publish(&mut self) -> Result<()> {
         let f = &mut self.file;
         if let Err(e) = fault::point("durafile::before_rename")
-            .and_then(|()| fs::rename(&f.temp, &f.target.resolved))
+            .and_then(|()| sys::rename(&f.temp, &f.target.resolved))
         {
             if let Some((old, _)) = &self.pair {
                 f.restore_sidecar(old);
@@ -492,6 +503,9 @@ impl Staged {
             return Err(f.at(Step::Rename)(e));
         }
         f.temp_pending = false;
+        if sys::mutant("sync_after_rename") && f.durability != Durability::None {
+            sys::sync_file(f.out.get_ref()).map_err(f.at(Step::Sync))?;
+        }
         Ok(())
     }
 
@@ -508,6 +522,9 @@ impl Staged {
 
     /// fsync of the directory after the rename.
     pub(crate) fn sync_dir(&self) -> Result<()> {
+        if sys::mutant("skip_dir_sync") {
+            return Ok(());
+        }
         fault::point("durafile::before_sync_dir")
             .and_then(|()| sys::sync_dir(self.dir()))
             .map_err(self.file.at(Step::SyncDir))
@@ -545,7 +562,7 @@ pub(crate) fn create_temp(target: &Target, name: &OsStr) -> Result<(File, PathBu
             Ok(_) => return Ok((file, temp)),
             Err(e) => {
                 drop(file);
-                let _ = fs::remove_file(&temp);
+                let _ = sys::remove_file(&temp);
                 return Err(fail(e));
             }
         }

@@ -286,11 +286,11 @@ pub(crate) fn write_sidecar(
             None => Ok(()),
         })
         .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode & 0o777)))
-        .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
+        .and_then(|()| if sync { sys::sync_file(&file) } else { Ok(()) })
         .and_then(|()| fault::point(before_rename))
-        .and_then(|()| fs::rename(&temp, &sidecar));
+        .and_then(|()| sys::rename(&temp, &sidecar));
     if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
+        let _ = sys::remove_file(&temp);
         return Err(at(e));
     }
     Ok(())

@@ -64,6 +64,8 @@
 pub mod atomic;
 pub mod batch;
 pub mod checksum;
+#[cfg(feature = "crash-model")]
+pub mod crash_record;
 pub mod data_handler;
 pub mod error;
 mod fault;

@@ -91,7 +91,7 @@ fn orphans(dir: &Path, remove: bool) -> Result<Orphans> {
         });
         if same {
             if remove {
-                fs::remove_file(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
+                sys::remove_file(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
             }
             found.removed.push(path);
         }

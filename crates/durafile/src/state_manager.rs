@@ -33,6 +33,7 @@ use crate::data_handler::validate_key;
 use crate::error::{Error, Result, Step};
 use crate::file_manager::FileManager;
 use crate::lock::{self, FileLock, LockMode};
+use crate::options::Durability;
 use crate::sys;
 
 /// How many times a load starts over because a save pruned what it listed, before it waits
@@ -109,7 +110,7 @@ impl StateManager {
     /// Opens the state directory `dir` (creating it if needed), for state named `state`.
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<StateManager> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
+        sys::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
         Ok(StateManager {
             dir,
             name: "state".to_owned(),
@@ -264,7 +265,15 @@ impl StateManager {
 
     /// Removes all but the newest `keep` generations, with their checksum sidecars.
     fn prune(&self) -> Result<()> {
-        for old in self.history()?.into_iter().skip(self.keep) {
+        let old: Vec<Generation> = self.history()?.into_iter().skip(self.keep).collect();
+        // The generations kept must be durable before the ones they supersede go. At
+        // `consistent` no save fsynced the directory, and a power loss could keep these
+        // unlinks yet lose the newer generations' renames: no state at all (found by the
+        // crash-state checker, tests/crash_model). At `full` each commit did it already.
+        if !old.is_empty() && self.files.options().get_durability() == Durability::Consistent {
+            sys::sync_dir(&self.dir).map_err(|e| Error::io(Step::SyncDir, &self.dir, e))?;
+        }
+        for old in old {
             for path in [old.path.clone(), checksum::sidecar_path(&old.path)] {
                 sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
             }

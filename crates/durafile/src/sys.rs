@@ -17,12 +17,15 @@ use std::path::Path;
 /// Creates `path` exclusively, private to the owner, refusing to follow a symlink planted at
 /// that name. std adds `O_CLOEXEC` to every open.
 pub(crate) fn create_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .open(path)?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::created(path, &file);
+    Ok(file)
 }
 
 /// Opens an existing regular file for reading without following a symlink at `path`.
@@ -38,6 +41,8 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
 /// open descriptor. When it does not exist and cannot be created, the error is that one
 /// (EACCES on a read-only directory), not the fallback's.
 pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
+    #[cfg(feature = "crash-model")]
+    let existed = fs::symlink_metadata(path).is_ok();
     let rw = OpenOptions::new()
         .read(true)
         .write(true)
@@ -45,6 +50,10 @@ pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
         .mode(0o666)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path);
+    #[cfg(feature = "crash-model")]
+    if let (false, Ok(file)) = (existed, &rw) {
+        crate::crash_record::created(path, file);
+    }
     match rw {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => OpenOptions::new()
             .read(true)
@@ -64,7 +73,109 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)?
-        .sync_all()
+        .sync_all()?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::dir_fsynced(dir);
+    Ok(())
+}
+
+/// fsync of a file's data and metadata (`F_FULLFSYNC` on macOS, through std).
+pub(crate) fn sync_file(file: &File) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::fsynced(file);
+    file.sync_all()
+}
+
+/// `rename(2)`: atomically makes `to` name what `from` named.
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::before_move(from);
+    fs::rename(from, to)?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::renamed(from, to);
+    Ok(())
+}
+
+/// A second name `to` for the file at `from`, or where the filesystem has no hard links, a
+/// copy of it.
+pub(crate) fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::before_move(from);
+    match fs::hard_link(from, to) {
+        Ok(()) => {
+            #[cfg(feature = "crash-model")]
+            crate::crash_record::linked(from, to);
+            Ok(())
+        }
+        Err(_) => {
+            fs::copy(from, to)?;
+            #[cfg(feature = "crash-model")]
+            crate::crash_record::copied(to);
+            Ok(())
+        }
+    }
+}
+
+/// Removes the file `path`.
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::unlinked(path);
+    Ok(())
+}
+
+/// Creates `dir` and any missing parents.
+pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    let missing: Vec<_> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    fs::create_dir_all(dir)?;
+    #[cfg(feature = "crash-model")]
+    for made in missing.iter().rev() {
+        crate::crash_record::made_dir(made);
+    }
+    Ok(())
+}
+
+/// Removes `dir` and everything in it.
+pub(crate) fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    if crate::crash_record::watched(dir) {
+        record_removal(dir)?;
+    }
+    fs::remove_dir_all(dir)
+}
+
+/// Records the unlinks and rmdirs that `remove_dir_all` is about to make, children first.
+#[cfg(feature = "crash-model")]
+fn record_removal(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            record_removal(&entry.path())?;
+        } else {
+            crate::crash_record::unlinked(&entry.path());
+        }
+    }
+    crate::crash_record::removed_dir(dir);
+    Ok(())
+}
+
+/// Whether the crash-model tests switched on the deliberate bug `name` (see
+/// `crash_record::Mutation`); always false in a normal build.
+#[cfg(feature = "crash-model")]
+pub(crate) fn mutant(name: &str) -> bool {
+    crate::crash_record::mutated(name)
+}
+
+/// No deliberate bugs in a normal build.
+#[cfg(not(feature = "crash-model"))]
+#[inline(always)]
+pub(crate) fn mutant(_name: &str) -> bool {
+    false
 }
 
 /// Gives `file` the owner and group in `meta` when they differ from its own. Failing with
@@ -118,7 +229,7 @@ pub(crate) fn file_id(meta: &fs::Metadata) -> (u64, u64) {
 
 /// Removes `path`; `Ok(false)` when it was already gone.
 pub(crate) fn remove_if_exists(path: &Path) -> io::Result<bool> {
-    match fs::remove_file(path) {
+    match remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
