@@ -155,6 +155,25 @@ impl AtomicFile {
         AtomicFile::create(target, opts, Some(lock))
     }
 
+    /// [`AtomicFile::new`] for a path already resolved.
+    pub(crate) fn for_target(target: Target, opts: &Options) -> Result<AtomicFile> {
+        let lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
+        AtomicFile::create(target, opts, Some(lock))
+    }
+
+    /// See [`FileLock::disown`].
+    pub(crate) fn disown_lock(&self) {
+        if let Some(lock) = &self._lock {
+            lock.disown();
+        }
+    }
+
+    /// Raises or lowers the level this file commits at, before anything is written to it (a
+    /// group commit serves its strongest member's level).
+    pub(crate) fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
     /// [`AtomicFile::new`] with the path's exclusive lock already taken (a group commit takes
     /// its locks in a global order, so that two batches cannot deadlock).
     pub(crate) fn with_lock(path: &Path, opts: &Options, lock: FileLock) -> Result<AtomicFile> {
@@ -574,7 +593,7 @@ pub(crate) fn create_temp(target: &Target, name: &OsStr) -> Result<(File, PathBu
 }
 
 /// `io::Error` is not `Clone`; keep the OS error code when there is one.
-fn copy_error(e: &io::Error) -> io::Error {
+pub(crate) fn copy_error(e: &io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::new(e.kind(), e.to_string()),
@@ -620,6 +639,11 @@ pub(crate) fn write_covered(path: &Path, contents: &[u8], opts: &Options) -> Res
 /// does not exist), holding the exclusive lock from the read to the rename: no other durafile
 /// writer can slip an update in between, so none is lost.
 ///
+/// Threads of one process that update the same file at once share one write, one fsync and
+/// one rename ([group commit](crate::group_commit)): each closure still runs exactly once, in
+/// arrival order, on the previous one's result, and each call returns once its own change is
+/// durable at its level. A closure that fails or panics affects only its own call.
+///
 /// When `f` fails, nothing is written and its error is returned. The closure's error type
 /// must accept a [`durafile::Error`](Error), so one `?` serves both.
 ///
@@ -647,10 +671,7 @@ where
     F: FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
     E: From<Error>,
 {
-    let mut file = AtomicFile::new(path, opts)?;
-    let current = file.read_current()?;
-    let new = f(current.as_deref())?;
-    let _ = file.write_all(&new);
-    file.commit()?;
-    Ok(())
+    crate::group_commit::update(path.as_ref(), opts, |current| {
+        f(current).map(|new| (new, ()))
+    })
 }

@@ -94,12 +94,15 @@ pub enum Event {
     Mark(String),
 }
 
+/// A file's model id and content.
+pub type IdContent = (u64, Vec<u8>);
+
 /// A recorded run: the root's content when recording started (taken to be durable), then
 /// the operations in the order they completed.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
     /// Every directory (content `None`) and file (its model id and content) under the root.
-    pub base: Vec<(PathBuf, Option<(u64, Vec<u8>)>)>,
+    pub base: Vec<(PathBuf, Option<IdContent>)>,
     /// The operations.
     pub events: Vec<Event>,
 }

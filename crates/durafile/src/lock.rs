@@ -104,6 +104,20 @@ impl FileLock {
     }
 }
 
+impl FileLock {
+    /// Stops counting the lock as its thread's: a group commit's lock serves a group of
+    /// threads, and its leader may lock or update the file again before the group commits.
+    /// (Dropping the guard later finds no entry to remove; the flock is released only after
+    /// that, so no newer entry of this thread for this file can exist yet.)
+    pub(crate) fn disown(&self) {
+        let entry = (self.id, self.owner);
+        let mut held = held();
+        if let Some(i) = held.iter().position(|e| *e == entry) {
+            held.swap_remove(i);
+        }
+    }
+}
+
 impl Drop for FileLock {
     fn drop(&mut self) {
         // Closing the descriptor releases the flock; only the bookkeeping is ours to undo.
@@ -120,6 +134,13 @@ impl Drop for FileLock {
 fn held() -> MutexGuard<'static, Vec<((u64, u64), ThreadId)>> {
     static HELD: Mutex<Vec<((u64, u64), ThreadId)>> = Mutex::new(Vec::new());
     HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether the calling thread holds any durafile lock (a thread that does must not queue
+/// behind others, who may be waiting for that very lock).
+pub(crate) fn held_by_this_thread() -> bool {
+    let me = thread::current().id();
+    held().iter().any(|(_, owner)| *owner == me)
 }
 
 /// The lock file that guards `path` (following symlinks, as writers do).

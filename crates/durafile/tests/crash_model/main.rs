@@ -414,6 +414,131 @@ fn state_saves_at_every_level() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// Threads updating one file at once share commits (group commit). Full and consistent
+/// callers mixed: in every crash state the file is whole and holds at least every update a
+/// `full` caller got acknowledged. Then `full` and `none` callers mixed: every `full`
+/// acknowledgement follows an fsync of the content and of the directory after its rename.
+fn group_commit(levels: [Durability; 2]) -> Vec<String> {
+    let (_dir, trace) = record(
+        |root| durafile::write(root.join("g.json"), version(0, 0), &Options::new()).unwrap(),
+        |root| {
+            let path = root.join("g.json");
+            let start = std::sync::Barrier::new(4);
+            std::thread::scope(|s| {
+                for t in 0..4 {
+                    let (path, start) = (&path, &start);
+                    s.spawn(move || {
+                        let level = levels[t % 2];
+                        start.wait();
+                        for _ in 0..6 {
+                            let mut got = 0;
+                            durafile::update(path, &opts(level, false), |cur| {
+                                got = json_n(cur.unwrap()).unwrap() + 1;
+                                Ok::<_, durafile::Error>(version(got, 300))
+                            })
+                            .unwrap();
+                            crash_record::mark(format!("{level} {got}"));
+                        }
+                    });
+                }
+            });
+        },
+    );
+    let renames = trace
+        .events
+        .iter()
+        .filter(
+            |e| matches!(e, crash_record::Event::Rename { to, .. } if to == Path::new("g.json")),
+        )
+        .count();
+    let mut failures = Vec::new();
+    if renames >= 24 {
+        failures.push(format!(
+            "24 updates made {renames} renames: no group commit"
+        ));
+    }
+    let full_acked = |s: &CrashState| {
+        s.marks
+            .iter()
+            .filter_map(|m| m.strip_prefix("full ")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    if levels[1] == Durability::None {
+        failures.extend(full_acks_follow_fsyncs(&trace));
+        return failures;
+    }
+    let name = format!("group commit {} + {}", levels[0], levels[1]);
+    failures.extend(explore(&name, levels[1], &trace, |_, s| {
+        let n = json_n(s.file("g.json").ok_or("g.json is gone")?)?;
+        match full_acked(s) {
+            acked if n < acked => Err(format!("holds {n}; {acked} was acknowledged at full")),
+            _ => Ok(()),
+        }
+    }));
+    failures
+}
+
+/// Checks on the trace itself that each `full` acknowledgement of version N comes after the
+/// commit that carried it (the first rename of a version ≥ N), whose content was fsynced
+/// before the rename and whose directory was fsynced after it. (A later `none` commit may
+/// still replace it with unsynced content: that is what mixing levels on one file means.)
+fn full_acks_follow_fsyncs(trace: &Trace) -> Vec<String> {
+    use crash_record::Event;
+    let mut failures = Vec::new();
+    let mut content: std::collections::HashMap<u64, (Vec<u8>, bool)> = Default::default();
+    let mut names: std::collections::HashMap<std::path::PathBuf, u64> = Default::default();
+    // Each version published, whether its data was fsynced, and its entry.
+    let mut published: Vec<(u64, bool, bool)> = Vec::new();
+    for e in &trace.events {
+        match e {
+            Event::Create { path, id } => {
+                names.insert(path.clone(), *id);
+            }
+            Event::Data { id, content: c } => {
+                // A snapshot of what an fsync already covered keeps it covered.
+                let synced = content.get(id).is_some_and(|(old, s)| *s && old == c);
+                content.insert(*id, (c.clone(), synced));
+            }
+            Event::Fsync { id } => {
+                if let Some(c) = content.get_mut(id) {
+                    c.1 = true;
+                }
+            }
+            Event::Rename { from, to } if to == Path::new("g.json") => {
+                let id = names[from];
+                let (bytes, synced) = &content[&id];
+                published.push((json_n(bytes).unwrap(), *synced, false));
+            }
+            Event::DirFsync { .. } => {
+                for p in &mut published {
+                    p.2 = true;
+                }
+            }
+            Event::Mark(m) => {
+                let Some(n) = m.strip_prefix("full ") else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap();
+                match published.iter().find(|p| p.0 >= n) {
+                    Some((_, true, true)) => {}
+                    other => failures.push(format!("full ack of {n}, its commit: {other:?}")),
+                }
+            }
+            _ => {}
+        }
+    }
+    failures
+}
+
+#[test]
+fn group_commit_acknowledges_each_caller_at_its_level() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut failures = group_commit([Durability::Full, Durability::Consistent]);
+    failures.extend(group_commit([Durability::Full, Durability::None]));
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// Runs `f` with `m` switched on, and off again even if `f` panics.
 fn mutated<T>(m: Mutation, f: impl FnOnce() -> T) -> T {
     struct Off;
