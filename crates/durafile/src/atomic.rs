@@ -168,6 +168,13 @@ impl AtomicFile {
         }
     }
 
+    /// See [`FileLock::adopt`].
+    pub(crate) fn adopt_lock(&mut self) {
+        if let Some(lock) = &mut self._lock {
+            lock.adopt();
+        }
+    }
+
     /// Raises or lowers the level this file commits at, before anything is written to it (a
     /// group commit serves its strongest member's level).
     pub(crate) fn set_durability(&mut self, durability: Durability) {

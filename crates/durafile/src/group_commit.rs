@@ -39,16 +39,16 @@
 //!
 //! # Limits
 //!
-//! - A thread already holding a durafile lock, or applying a group's change, does not join a
-//!   group: it updates alone, as before (and gets [`Error::AlreadyLocked`] for the same
-//!   file), so nesting cannot deadlock on the queue.
+//! - A thread already holding a durafile lock does not join a group: it updates alone, as
+//!   before (and gets [`Error::AlreadyLocked`] for the same file). While a member's closure
+//!   runs, the group's lock counts as that member thread's, so a closure that updates or
+//!   locks the same file again is refused as before instead of deadlocking.
 //! - A lock timeout bounds the leader's wait for the lock, not a member's wait for its turn.
 //! - Two spellings of one path (through a symlink, relative and absolute) are one file once
 //!   resolved; callers with different options other than durability form separate groups,
 //!   serialised by the lock as separate processes are.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::panic::{self, AssertUnwindSafe};
@@ -99,11 +99,6 @@ fn queues() -> MutexGuard<'static, HashMap<Key, Arc<Queue>>> {
     QUEUES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-thread_local! {
-    /// The files whose group this thread is applying a change to.
-    static APPLYING: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
-}
-
 fn rank(d: Durability) -> u8 {
     match d {
         Durability::None => 0,
@@ -123,14 +118,13 @@ where
     E: From<Error>,
 {
     let target = Target::resolve(path)?;
-    let file = absolute(&target.resolved);
-    if APPLYING.with(|a| a.borrow().contains(&file)) {
-        return Err(Error::AlreadyLocked { path: target.given }.into());
-    }
     if lock::held_by_this_thread() {
         return alone(target, opts, f);
     }
-    let key = (file, opts.clone().durability(Durability::Full));
+    let key = (
+        absolute(&target.resolved),
+        opts.clone().durability(Durability::Full),
+    );
     let queue = queues().entry(key.clone()).or_default().clone();
     let result = queued(&queue, &key.0, target, opts, f);
     let mut all = queues();
@@ -208,13 +202,16 @@ where
             }
         }
     }
-    let current = state.open.as_mut().expect("opened above").content.take();
+    let group = state.open.as_mut().expect("opened above");
+    let current = group.content.take();
+    // While our closure runs, the lock counts as this thread's: a closure that asks for it
+    // again (a nested update, `lock::acquire`) is refused instead of deadlocking.
+    group.file.adopt_lock();
     drop(state);
-    APPLYING.with(|a| a.borrow_mut().push(file.to_path_buf()));
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(current.as_deref())));
-    APPLYING.with(|a| a.borrow_mut().pop());
     let mut state = queue.lock();
     let group = state.open.as_mut().expect("our turn keeps it open");
+    group.file.disown_lock();
     let applied = match outcome {
         Ok(Ok((new, r))) => {
             group.content = Some(new);

@@ -105,10 +105,18 @@ impl FileLock {
 }
 
 impl FileLock {
-    /// Stops counting the lock as its thread's: a group commit's lock serves a group of
-    /// threads, and its leader may lock or update the file again before the group commits.
-    /// (Dropping the guard later finds no entry to remove; the flock is released only after
-    /// that, so no newer entry of this thread for this file can exist yet.)
+    /// Counts the lock as the calling thread's, so that this thread gets
+    /// [`Error::AlreadyLocked`] instead of a deadlock if it asks for it again (a group
+    /// commit lends its lock to each member while that member's closure runs).
+    pub(crate) fn adopt(&mut self) {
+        self.owner = thread::current().id();
+        held().push((self.id, self.owner));
+    }
+
+    /// Stops counting the lock as any thread's: between its members' turns, a group
+    /// commit's lock belongs to none of them, and its leader may go on to lock the file
+    /// again once its own update is done. (Dropping the guard later finds no entry to
+    /// remove; the flock is released only after that, so no newer entry can be lost.)
     pub(crate) fn disown(&self) {
         let entry = (self.id, self.owner);
         let mut held = held();

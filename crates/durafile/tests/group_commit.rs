@@ -207,6 +207,26 @@ fn an_update_inside_an_update_of_the_same_file_is_refused_not_deadlocked() {
     })
     .unwrap();
     assert_eq!(*nested.lock().unwrap(), Some(true));
+    // Nor does a closure that takes the lock itself wait for its own group.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                durafile::update(&path, &opts, |cur| {
+                    let again = durafile::lock::acquire(
+                        &path,
+                        durafile::lock::LockMode::Exclusive,
+                        Some(std::time::Duration::from_secs(5)),
+                    );
+                    assert!(
+                        matches!(again, Err(durafile::Error::AlreadyLocked { .. })),
+                        "{again:?}"
+                    );
+                    Ok::<_, durafile::Error>(cur.unwrap().to_vec())
+                })
+                .unwrap();
+            });
+        }
+    });
     assert_eq!(std::fs::read(&path).unwrap(), b"outer");
     // A thread that holds the lock itself updates alone, and is refused as before.
     let _held = durafile::lock::acquire(&path, durafile::lock::LockMode::Exclusive, None).unwrap();
