@@ -89,10 +89,10 @@ def render(runs_dir, md_path):
             [ratio(r, "threads durafile-full", "threads sqlite-wal-full") for r in cont], "≥ 3×", lambda v: v >= 3)
         for level, goal in [("full", 1.04), ("consistent", 1.04), ("none", 1.06)]:
             row(f"1 KiB replace vs the floor, `{level}` (time)",
-                [ratio(r, f"replace_1KiB/{level}/durafile", f"replace_1KiB/{level}/floor") for r in crit],
+                [ratio(r, f"replace_1KiB_{level}/durafile", f"replace_1KiB_{level}/floor") for r in crit],
                 f"≤ {goal}", lambda v, g=goal: v <= g)
         row("1 KiB replace with a checksum vs the floor, `full` (time)",
-            [ratio(r, "replace_1KiB/full/durafile_checksum", "replace_1KiB/full/floor") for r in crit], "≤ 1.6×", lambda v: v <= 1.6)
+            [ratio(r, "replace_1KiB_full/durafile_checksum", "replace_1KiB_full/floor") for r in crit], "≤ 1.6×", lambda v: v <= 1.6)
         row("1000 × 1 KiB: `BatchProcessor` (2 workers) speed-up over single `full` writes",
             [ratio(r, "group_commit_1000x1KiB/single_writes", "group_commit_1000x1KiB/batch_processor_2_workers") for r in crit],
             "≥ 3×", lambda v: v >= 3)
@@ -118,8 +118,8 @@ def render(runs_dir, md_path):
             "|---|---|---|---|---|---|---|---|"]
     for level in ["full", "consistent", "none"]:
         def rr(name):
-            return spread([ratio(r, f"replace_1KiB/{level}/{name}", f"replace_1KiB/{level}/floor") for r in crit])
-        floor_ms = spread([(r.get(f"replace_1KiB/{level}/floor") or 0) / 1e6 or None for r in crit], "{:.3f}")
+            return spread([ratio(r, f"replace_1KiB_{level}/{name}", f"replace_1KiB_{level}/floor") for r in crit])
+        floor_ms = spread([(r.get(f"replace_1KiB_{level}/floor") or 0) / 1e6 or None for r in crit], "{:.3f}")
         out.append(f"| {level} | {floor_ms} | {rr('floor_with_flock')} | **{rr('durafile')}** | {rr('durafile_checksum')} | "
                    f"{rr('tempfile')} | {rr('atomic-write-file')} | {rr('atomicwrites')} |")
     out.append("")

@@ -25,7 +25,8 @@
 //! 5. Give the temp file the target's owner and group (where the process may) and mode.
 //! 6. fsync it (`F_FULLFSYNC` on macOS), unless the level is [`Durability::None`].
 //! 7. Rename it over the target, only if every step before succeeded.
-//! 8. fsync the directory, for [`Durability::Full`].
+//! 8. fsync the directory, for [`Durability::Full`]; without a checksum sidecar, after
+//!    releasing the lock (see `Staged::release_lock_early` for why that is safe).
 //!
 //! With a checksum sidecar, steps 7 and 8 sit inside the [pair protocol](crate::checksum):
 //! the sidecar lists old and new digests before the rename and only the new one after.
@@ -305,6 +306,7 @@ impl AtomicFile {
         }
         staged.publish()?;
         if staged.needs_dir_sync() {
+            staged.release_lock_early();
             staged.sync_dir()?;
         }
         staged.finish()
@@ -543,6 +545,18 @@ impl Staged {
             Durability::Full => true,
             Durability::Consistent => self.pair.is_some(),
             Durability::None => false,
+        }
+    }
+
+    /// Releases the path's lock before the directory fsync, when no sidecar step follows.
+    /// The next writer can only rename after our rename, so the fsync makes our version or
+    /// a later one durable (and a later update contains ours): what survives a power loss
+    /// is still a prefix of the acknowledged changes, and the call still returns only once
+    /// its change is durable. Holding the lock through the fsync would only make every
+    /// waiter pay for it. (Checked by the crash-state checker, `tests/crash_model`.)
+    pub(crate) fn release_lock_early(&mut self) {
+        if self.pair.is_none() {
+            self.file._lock = None;
         }
     }
 
