@@ -1,6 +1,6 @@
 //! A recorder of every durability-relevant operation durafile performs, for the crash-state
 //! checker in `tests/crash_model/`. Compiled only with the `crash-model` feature: the
-//! default build has none of it, and its hooks in [`crate::sys`] are empty inline functions.
+//! default build has none of it, and its hooks in `sys` are empty inline functions.
 //!
 //! # What is recorded, and how
 //!

@@ -17,7 +17,7 @@
 //!   level any of its members asked for, so a `full` caller is never acknowledged by a
 //!   `none` commit. An error of the commit itself goes to every member of the group.
 //! - **Across processes**, nothing changes: the group's leader holds the file's exclusive
-//!   [lock](crate::lock) from its read to its rename, as a lone update does.
+//!   [lock] from its read to its rename, as a lone update does.
 //!
 //! # How it works, and why it is correct
 //!
@@ -26,9 +26,10 @@
 //! it takes the file's lock, creates the temp file and reads the current content. Then, on
 //! its own thread (closures need not be `Send`), it applies its closure to the group's
 //! content in memory, and passes the turn on. The caller that finds nobody waiting after it
-//! (or a group of [`MAX_GROUP`] changes) closes the group: it writes the last content once and
-//! commits it, then wakes the members with the result. The next caller meanwhile opens the
-//! next group and waits for the lock, which the commit releases.
+//! (or that brings the group to `MAX_GROUP`, 256 changes) closes the group: it writes the
+//! last content once and commits it, then wakes the members with the result. The next
+//! caller meanwhile opens the next group and waits for the lock, which the commit releases
+//! (before its directory fsync, see `Staged::release_lock_early` in `atomic`).
 //!
 //! The content each closure sees is the one a serial execution would have given it: the
 //! turns are taken in ticket order, a group's content starts from the file under the lock,
