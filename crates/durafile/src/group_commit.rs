@@ -45,6 +45,10 @@
 //!   runs, the group's lock counts as that member thread's, so a closure that updates or
 //!   locks the same file again is refused as before instead of deadlocking.
 //! - A lock timeout bounds the leader's wait for the lock, not a member's wait for its turn.
+//! - `fork` while another thread is inside an update of a file: the child must not update
+//!   that file. It inherits the queue in its in-flight state and, as with any durafile lock
+//!   held across a `fork`, a descriptor of the group's lock (process spawning through
+//!   `std::process::Command` execs at once and is not affected).
 //! - Two spellings of one path (through a symlink, relative and absolute) are one file once
 //!   resolved; callers with different options other than durability form separate groups,
 //!   serialised by the lock as separate processes are.
