@@ -57,7 +57,7 @@ impl DataHandler {
     /// At [`Step::CreateDir`] when the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<DataHandler> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
+        sys::create_dir_all(&dir, 0o777).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
         Ok(DataHandler { dir, files })
     }
 
