@@ -659,6 +659,12 @@ impl Staged {
     /// is still a prefix of the acknowledged changes, and the call still returns only once
     /// its change is durable. Holding the lock through the fsync would only make every
     /// waiter pay for it. (Checked by the crash-state checker, `tests/crash_model`.)
+    ///
+    /// Nothing of ours is exposed to the next holder: the temp file the lock file records for
+    /// it (which a holder removes when its writer is dead) was renamed away before the
+    /// release, and everything left to do goes through our own descriptors (the pinned
+    /// directory's fsync). With a sidecar the lock is kept, since its last step rewrites the
+    /// sidecar, which a next writer would read and replace.
     pub(crate) fn release_lock_early(&mut self) {
         if self.pair.is_none() {
             self.file._lock = None;

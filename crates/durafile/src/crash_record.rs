@@ -285,10 +285,11 @@ pub(crate) fn fsynced(file: &File) {
 
 /// The path the kernel gives for the open directory `dir`, while a recording is active.
 fn dir_path(dir: &File) -> Option<PathBuf> {
-    if state().recorder.is_none() {
-        return None;
-    }
-    fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()
+    // Not while idle: the lookup is a syscall, and most runs record nothing.
+    let recording = state().recorder.is_some();
+    recording
+        .then(|| fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok())
+        .flatten()
 }
 
 /// [`created`] for `name` in the open directory `dir`.

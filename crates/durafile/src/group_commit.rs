@@ -23,9 +23,10 @@
 //!
 //! Callers of one file (and one set of options, durability aside) share a queue. Each takes a
 //! ticket, and waits for its turn. At its turn, a caller finds the group open, or opens one:
-//! it takes the file's lock, creates the temp file and reads the current content. Then, on
-//! its own thread (closures need not be `Send`), it applies its closure to the group's
-//! content in memory, and passes the turn on. The caller that finds nobody waiting after it
+//! it takes the file's lock, creates the temp file (recorded in the lock file, as every
+//! holder's is, so that the next holder removes it if this process dies) and reads the
+//! current content. Then, on its own thread (closures need not be `Send`), it applies its
+//! closure to the group's content in memory, and passes the turn on. The caller that finds nobody waiting after it
 //! (or that brings the group to `MAX_GROUP`, 256 changes) closes the group: it writes the
 //! last content once and commits it, then wakes the members with the result. The next
 //! caller meanwhile opens the next group and waits for the lock, which the commit releases

@@ -5,6 +5,11 @@
 //! a portable fallback. std already does the platform-specific part of the fsync itself:
 //! [`File::sync_all`] is `fsync(2)` on Linux and `fcntl(F_FULLFSYNC)` on macOS, where a plain
 //! `fsync` does not flush the drive's cache.
+//!
+//! Every durability-relevant call (create, fsync, rename, link, unlink, mkdir, rmdir,
+//! directory fsync, whether by path or through a pinned directory's descriptor) goes through
+//! here, so that with the `crash-model` feature each one is reported to `crash_record` for
+//! the crash-state checker; without the feature the reports compile to nothing.
 
 #[cfg(not(unix))]
 compile_error!("durafile supports Unix (Linux and macOS) only");

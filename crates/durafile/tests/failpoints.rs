@@ -365,8 +365,15 @@ fn lock_is_released_before_the_directory_fsync_only_without_a_sidecar_step() {
             b.unwrap();
             assert_eq!(fs::read(&path).unwrap(), b"B");
         }
-        assert_eq!(durafile::read(&path, &opts).unwrap(), fs::read(&path).unwrap());
-        assert!(temp_files(dir.path()).is_empty(), "{:?}", temp_files(dir.path()));
+        assert_eq!(
+            durafile::read(&path, &opts).unwrap(),
+            fs::read(&path).unwrap()
+        );
+        assert!(
+            temp_files(dir.path()).is_empty(),
+            "{:?}",
+            temp_files(dir.path())
+        );
         assert!(durafile::lock::lock_file_path(&path).unwrap().exists());
     }
     scenario.teardown();
