@@ -1,114 +1,192 @@
-//! A contended counter: 8 processes increment one counter for a fixed time, through
-//! `durafile::update` at each durability level and through SQLite (WAL, one-row UPDATE per
-//! transaction, `synchronous=FULL` and `NORMAL`), which is what a user would pick instead.
+//! A contended counter: 8 workers make 200 increments each of one counter, through
+//! `durafile::update` and through SQLite (WAL, one-row UPDATE per transaction, a connection
+//! per worker, `busy_timeout` 30 s, `synchronous=FULL` and `NORMAL`), which is what a user
+//! would pick instead. Twice: 8 processes (the contention durafile's lock is for), and 8
+//! threads of one process (where durafile's group commit shares fsyncs between threads).
 //!
-//! Processes, not threads, because that is the contention durafile's lock is for; so this is
-//! a plain `harness = false` bench that re-executes itself for its workers. Every worker of
-//! every configuration runs in the same `cargo bench` process tree, one configuration after
-//! another, and the table reports updates per second with the ratio to durafile `full`.
+//! A plain `harness = false` bench that re-executes itself for its worker processes. Workers
+//! start together at a set instant, so process start-up is not timed. Every run ends with
+//! the exact count: the final value must be the number of increments made.
+//!
+//! Prints a table and, for `scripts/bench.sh`, one `RESULT mode configuration updates/s`
+//! line per run. `DURAFILE_BENCH_UPDATES` changes the increments per worker.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use durafile::{Durability, Options};
 
-const PROCESSES: usize = 8;
-const SECONDS: f64 = 3.0;
+const WORKERS: usize = 8;
+const CONFIGS: [&str; 5] = [
+    "durafile-full",
+    "durafile-consistent",
+    "durafile-none",
+    "sqlite-wal-full",
+    "sqlite-wal-normal",
+];
+
+fn updates() -> u64 {
+    std::env::var("DURAFILE_BENCH_UPDATES").map_or(200, |n| n.parse().unwrap())
+}
 
 fn main() {
     if let Ok(config) = std::env::var("DURAFILE_BENCH_WORKER") {
         let path = std::env::var("DURAFILE_BENCH_PATH").unwrap();
-        print!("{}", worker(&config, Path::new(&path)));
+        let start: u128 = std::env::var("DURAFILE_BENCH_START")
+            .unwrap()
+            .parse()
+            .unwrap();
+        wait_until(start);
+        worker(&config, Path::new(&path));
+        println!("{}", now_ns());
         return;
     }
-    // `cargo bench` passes `--bench`; a filter argument selects nothing here.
     let dir = tempfile::tempdir().unwrap();
-    let configs = [
-        "durafile-full",
-        "durafile-consistent",
-        "durafile-none",
-        "sqlite-wal-full",
-        "sqlite-wal-normal",
-    ];
     let mut results = Vec::new();
-    for config in configs {
-        let path = dir.path().join(format!("{config}.db"));
-        if config.starts_with("sqlite") {
-            let db = rusqlite::Connection::open(&path).unwrap();
-            db.execute_batch(
-                "PRAGMA journal_mode=WAL; CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER);
-                 INSERT INTO c VALUES (1, 0);",
-            )
-            .unwrap();
-        }
-        let exe = std::env::current_exe().unwrap();
-        // All eight at once: that is the contention.
-        let workers: Vec<_> = (0..PROCESSES)
-            .map(|_| {
-                Command::new(&exe)
-                    .env("DURAFILE_BENCH_WORKER", config)
-                    .env("DURAFILE_BENCH_PATH", &path)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        let mut total = 0u64;
-        for w in workers {
-            let out = w.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+    for mode in ["processes", "threads"] {
+        for config in CONFIGS {
+            let path = dir.path().join(format!("{mode}-{config}.db"));
+            prepare(config, &path);
+            let elapsed = match mode {
+                "processes" => in_processes(config, &path),
+                _ => in_threads(config, &path),
+            };
+            let total = WORKERS as u64 * updates();
+            assert_eq!(
+                final_count(config, &path),
+                total,
+                "{mode} {config} lost updates"
             );
-            total += String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .unwrap();
+            let rate = total as f64 / elapsed.as_secs_f64();
+            println!("RESULT {mode} {config} {rate:.1}");
+            results.push((mode, config, rate));
         }
-        let final_count = if config.starts_with("sqlite") {
-            let db = rusqlite::Connection::open(&path).unwrap();
-            db.query_row("SELECT n FROM c WHERE id = 1", [], |r| r.get::<_, i64>(0))
-                .unwrap() as u64
-        } else {
-            std::fs::read_to_string(&path)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
-        };
-        assert_eq!(final_count, total, "{config} lost updates");
-        results.push((config, total as f64 / SECONDS));
     }
-    let base = results[0].1;
-    println!("contended counter, {PROCESSES} processes, {SECONDS} s each");
-    println!("{:<22}{:>14}{:>10}", "configuration", "updates/s", "ratio");
-    for (config, rate) in &results {
-        println!("{config:<22}{rate:>14.0}{:>10.2}", rate / base);
+    println!(
+        "\ncontended counter, {WORKERS} workers x {} increments",
+        updates()
+    );
+    println!(
+        "{:<10}{:<22}{:>12}{:>16}",
+        "mode", "configuration", "updates/s", "vs SQLite FULL"
+    );
+    for (mode, config, rate) in &results {
+        let sqlite = results
+            .iter()
+            .find(|(m, c, _)| m == mode && *c == "sqlite-wal-full")
+            .unwrap()
+            .2;
+        println!("{mode:<10}{config:<22}{rate:>12.0}{:>16.2}", rate / sqlite);
     }
 }
 
-/// One worker: increments for `SECONDS` and prints how many increments it made.
-fn worker(config: &str, path: &Path) -> u64 {
-    let end = Instant::now() + Duration::from_secs_f64(SECONDS);
-    let mut done = 0;
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn wait_until(ns: u128) {
+    let now = now_ns();
+    if ns > now {
+        std::thread::sleep(Duration::from_nanos((ns - now) as u64));
+    }
+}
+
+fn prepare(config: &str, path: &Path) {
+    if config.starts_with("sqlite") {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE c(id INTEGER PRIMARY KEY, n INTEGER);
+             INSERT INTO c VALUES (1, 0);",
+        )
+        .unwrap();
+    } else {
+        durafile::write(path, b"0", &Options::new()).unwrap();
+    }
+}
+
+fn final_count(config: &str, path: &Path) -> u64 {
+    if config.starts_with("sqlite") {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.query_row("SELECT n FROM c WHERE id = 1", [], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    } else {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Eight processes, started ahead and released at one instant; the time until the last
+/// one finished.
+fn in_processes(config: &str, path: &Path) -> Duration {
+    let start = now_ns() + 300_000_000;
+    let exe = std::env::current_exe().unwrap();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            Command::new(&exe)
+                .env("DURAFILE_BENCH_WORKER", config)
+                .env("DURAFILE_BENCH_PATH", path)
+                .env("DURAFILE_BENCH_START", start.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut last = 0;
+    for w in workers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let done: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        last = last.max(done);
+    }
+    Duration::from_nanos((last - start) as u64)
+}
+
+/// Eight threads of this process, each with its own connection for SQLite.
+fn in_threads(config: &str, path: &Path) -> Duration {
+    let barrier = std::sync::Barrier::new(WORKERS + 1);
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            s.spawn(|| {
+                barrier.wait();
+                worker(config, path);
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // The scope joins every worker before it returns.
+        start
+    })
+    .elapsed()
+}
+
+/// One worker's increments.
+fn worker(config: &str, path: &Path) {
     if let Some(sync) = config.strip_prefix("sqlite-wal-") {
         let db = rusqlite::Connection::open(path).unwrap();
         db.busy_timeout(Duration::from_secs(30)).unwrap();
         db.execute_batch(&format!("PRAGMA synchronous={sync};"))
             .unwrap();
-        while Instant::now() < end {
+        for _ in 0..updates() {
             db.execute("UPDATE c SET n = n + 1 WHERE id = 1", [])
                 .unwrap();
-            done += 1;
         }
-        return done;
+        return;
     }
     let level: Durability = config.trim_start_matches("durafile-").parse().unwrap();
     let opts = Options::new().durability(level);
-    while Instant::now() < end {
+    for _ in 0..updates() {
         durafile::update(path, &opts, |cur| {
             let n: u64 = cur.map_or(0, |b| {
                 std::str::from_utf8(b).unwrap().trim().parse().unwrap()
@@ -116,7 +194,5 @@ fn worker(config: &str, path: &Path) -> u64 {
             Ok::<_, durafile::Error>((n + 1).to_string().into_bytes())
         })
         .unwrap();
-        done += 1;
     }
-    done
 }

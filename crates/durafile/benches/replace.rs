@@ -1,17 +1,19 @@
 //! durafile against the floor and its peers, side by side in one process (`cargo bench`).
 //!
 //! - `replace_1KiB/<level>`: a 1 KiB JSON replace; the floor does the same syscalls raw
-//!   (create, write, fsync, rename, fsync of the directory, as the level asks).
-//! - `stream/<size>`: a large write with SHA-256, against a raw buffered write + fsync.
+//!   (create, write, fsync, rename, fsync of the directory, as the level asks); at `full`
+//!   also with a checksum sidecar.
 //! - `group_commit_1000x1KiB`: the batch processor against 1000 single durable writes.
 //! - `verify_256MiB`: checksum verification against `sha256sum`.
 //!
-//! BENCHMARKS.md reports the results as ratios; `benches/ratios.py` computes them from
-//! criterion's estimates.
+//! Large streamed writes are timed in a standalone process (`benches/machine.rs`), where
+//! criterion's own memory does not blur the peak RSS. `scripts/bench.sh` runs every bench
+//! several times and rewrites BENCHMARKS.md's tables (`benches/tables.py`) as ratios with
+//! their run-to-run range.
 
 use std::fs::{self, File, OpenOptions};
 use std::hint::black_box;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -58,8 +60,9 @@ fn replace(c: &mut Criterion) {
     for level in [Durability::Full, Durability::Consistent, Durability::None] {
         let mut group = c.benchmark_group(format!("replace_1KiB/{level}"));
         group
-            .sample_size(30)
-            .measurement_time(Duration::from_secs(4));
+            .sample_size(20)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
         group.throughput(Throughput::Elements(1));
         let target = d.join(format!("floor-{level}.json"));
         group.bench_function("floor", |b| b.iter(|| floor(d, &target, &data, level)));
@@ -84,6 +87,11 @@ fn replace(c: &mut Criterion) {
             b.iter(|| durafile::write(&target, &data, &opts).unwrap())
         });
         if level == Durability::Full {
+            let target = d.join("durafile-checksum.json");
+            let opts = opts.clone().checksum(true);
+            group.bench_function("durafile_checksum", |b| {
+                b.iter(|| durafile::write(&target, &data, &opts).unwrap())
+            });
             let target = d.join("atomicwrites.json");
             group.bench_function("atomicwrites", |b| {
                 b.iter(|| {
@@ -117,52 +125,6 @@ fn replace(c: &mut Criterion) {
     }
 }
 
-/// Peak resident memory of this process so far, in MiB.
-fn peak_rss_mib() -> u64 {
-    // SAFETY: getrusage fills the zeroed struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as u64 / 1024
-}
-
-fn stream(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let chunk = vec![0x5a_u8; 1 << 20];
-    for mib in [256u64, 1024] {
-        let mut group = c.benchmark_group(format!("stream/{mib}MiB"));
-        group
-            .sample_size(10)
-            .measurement_time(Duration::from_secs(20));
-        group.throughput(Throughput::Bytes(mib << 20));
-        let raw_target = dir.path().join("raw.bin");
-        group.bench_function("raw_buffered_fsync", |b| {
-            b.iter(|| {
-                let mut f = BufWriter::with_capacity(64 << 10, File::create(&raw_target).unwrap());
-                for _ in 0..mib {
-                    f.write_all(&chunk).unwrap();
-                }
-                f.into_inner().unwrap().sync_all().unwrap();
-            })
-        });
-        let target = dir.path().join("durafile.bin");
-        let opts = Options::new().checksum(true);
-        group.bench_function("durafile_checksum_full", |b| {
-            b.iter(|| {
-                let mut f = AtomicFile::new(&target, &opts).unwrap();
-                for _ in 0..mib {
-                    f.write_all(&chunk).unwrap();
-                }
-                f.commit().unwrap();
-            })
-        });
-        group.finish();
-        eprintln!(
-            "peak RSS after the {mib} MiB streams: {} MiB",
-            peak_rss_mib()
-        );
-    }
-}
-
 /// Rewrites 1000 existing documents (the steady state of an application's data directory:
 /// documents and lock files exist), one durable write at a time or as one batch.
 fn group_commit(c: &mut Criterion) {
@@ -178,7 +140,8 @@ fn group_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("group_commit_1000x1KiB");
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements(1000));
     group.bench_function("single_writes", |b| {
         b.iter(|| {
@@ -217,7 +180,8 @@ fn verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify_256MiB");
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(10));
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Bytes(256 << 20));
     group.bench_function("durafile", |b| {
         b.iter(|| black_box(durafile::checksum::verify(&path).unwrap()))
@@ -231,5 +195,5 @@ fn verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, replace, stream, group_commit, verify);
+criterion_group!(benches, replace, group_commit, verify);
 criterion_main!(benches);

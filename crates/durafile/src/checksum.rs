@@ -501,7 +501,7 @@ pub(crate) fn write_sidecar(
             None => Ok(()),
         })
         .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode & 0o777)))
-        .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
+        .and_then(|()| if sync { sys::sync_file(&file) } else { Ok(()) })
         .and_then(|()| fault::point(before_rename))
         .map_err(at)
         .and_then(|()| {
@@ -512,7 +512,7 @@ pub(crate) fn write_sidecar(
             })
         });
     if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
+        let _ = sys::remove_file(&temp);
         return Err(e);
     }
     Ok(())

@@ -67,7 +67,7 @@ impl DataHandler {
             crate::remote::locate(&dir)?;
             return Ok(DataHandler { dir, files });
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
+        sys::create_dir_all(&dir, 0o777).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
         Ok(DataHandler { dir, files })
     }
 

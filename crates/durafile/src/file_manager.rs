@@ -134,15 +134,15 @@ impl FileManager {
                 Ok((self.to_bytes(path, &value)?, result))
             });
         }
-        let mut file = AtomicFile::new(path, &self.opts)?;
-        let mut value = match file.read_current()? {
-            Some(bytes) => parse(path, &bytes)?,
-            None => T::default(),
-        };
-        let result = f(&mut value)?;
-        self.serialize_into(&mut file, &value)?;
-        file.commit()?;
-        Ok(result)
+        // Concurrent updates of one file in this process share a commit (see group_commit).
+        crate::group_commit::update(path, &self.opts, |current| {
+            let mut value = match current {
+                Some(bytes) => parse(path, bytes)?,
+                None => T::default(),
+            };
+            let result = f(&mut value)?;
+            Ok((self.to_bytes(path, &value)?, result))
+        })
     }
 
     /// The bytes `write_json_file` would write for `value`.

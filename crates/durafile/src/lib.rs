@@ -55,6 +55,7 @@
 //!   keyed documents, and an application state kept in generations, all on the above.
 //! - [`migrate`]: versioned schema migrations, all-or-nothing across a directory.
 //! - [`batch`]: many writes on a thread pool, with group commit.
+//! - [`group_commit`]: concurrent [`update`]s of one file in one process share a commit.
 //! - [`read()`]: reading, optionally under the shared lock.
 //! - [`recover`]: cleaning up after a crash.
 //! - [`error`]: one [`Error`] type with step, path, cause and advice.
@@ -66,10 +67,13 @@
 pub mod atomic;
 pub mod batch;
 pub mod checksum;
+#[cfg(feature = "crash-model")]
+pub mod crash_record;
 pub mod data_handler;
 pub mod error;
 mod fault;
 pub mod file_manager;
+pub mod group_commit;
 pub mod lock;
 pub mod migrate;
 mod names;

@@ -197,6 +197,28 @@ fn notice() -> Option<fn(&Waiting<'_>)> {
     *NOTICE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl FileLock {
+    /// Counts the lock as the calling thread's, so that this thread gets
+    /// [`Error::AlreadyLocked`] instead of a deadlock if it asks for it again (a group
+    /// commit lends its lock to each member while that member's closure runs).
+    pub(crate) fn adopt(&mut self) {
+        self.owner = thread::current().id();
+        held().push((self.id, self.owner));
+    }
+
+    /// Stops counting the lock as any thread's: between its members' turns, a group
+    /// commit's lock belongs to none of them, and its leader may go on to lock the file
+    /// again once its own update is done. (Dropping the guard later finds no entry to
+    /// remove; the flock is released only after that, so no newer entry can be lost.)
+    pub(crate) fn disown(&self) {
+        let entry = (self.id, self.owner);
+        let mut held = held();
+        if let Some(i) = held.iter().position(|e| *e == entry) {
+            held.swap_remove(i);
+        }
+    }
+}
+
 impl Drop for FileLock {
     fn drop(&mut self) {
         // Closing the descriptor releases the flock; only the bookkeeping is ours to undo.
@@ -213,6 +235,13 @@ impl Drop for FileLock {
 fn held() -> MutexGuard<'static, Vec<((u64, u64), ThreadId)>> {
     static HELD: Mutex<Vec<((u64, u64), ThreadId)>> = Mutex::new(Vec::new());
     HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether the calling thread holds any durafile lock (a thread that does must not queue
+/// behind others, who may be waiting for that very lock).
+pub(crate) fn held_by_this_thread() -> bool {
+    let me = thread::current().id();
+    held().iter().any(|(_, owner)| *owner == me)
 }
 
 /// The lock file that guards `path` (following symlinks, as writers do).
@@ -502,7 +531,7 @@ fn remove_dead_temp(target: &Target, lock: &File) {
     }
     // Still the file we checked under that name; the flock we hold keeps a writer off it.
     if fs::symlink_metadata(&path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta)) {
-        let _ = fs::remove_file(&path);
+        let _ = sys::remove_file(&path);
     }
 }
 

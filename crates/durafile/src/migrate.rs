@@ -56,7 +56,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -323,10 +322,7 @@ impl Migrator {
         let mut entries = Vec::new();
         if !dry_run {
             // Private: it holds copies of documents that may be private.
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&staging)
+            sys::create_dir_all(&staging, 0o700)
                 .map_err(|e| Error::io(Step::CreateDir, &staging, e))?;
             // The staging directory's own entry must be durable before the journal names it.
             sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &staging, e))?;
@@ -490,7 +486,7 @@ fn apply(
     let dir = docs.dir();
     let staging = dir.join(STAGING);
     let backup = dir.join(BACKUP);
-    fs::create_dir_all(&backup).map_err(|e| Error::io(Step::CreateDir, &backup, e))?;
+    sys::create_dir_all(&backup, 0o777).map_err(|e| Error::io(Step::CreateDir, &backup, e))?;
     let mut conflicts = Vec::new();
     for (i, entry) in journal.entries.iter().enumerate() {
         let path = docs.path_of(&entry.key)?;
@@ -521,7 +517,7 @@ fn apply(
     // Every rename must be durable before the journal that could redo it goes.
     let journal_path = dir.join(JOURNAL);
     sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &journal_path, e))?;
-    fs::remove_file(&journal_path).map_err(|e| Error::io(Step::Remove, &journal_path, e))?;
+    sys::remove_file(&journal_path).map_err(|e| Error::io(Step::Remove, &journal_path, e))?;
     sys::sync_dir(dir).map_err(|e| Error::io(Step::SyncDir, &journal_path, e))?;
     remove_dir_if_exists(&staging)?;
     Ok(conflicts)
@@ -572,9 +568,7 @@ fn keep_backup(path: &Path, backup: &Path) -> Result<()> {
     if backup.exists() {
         return Ok(());
     }
-    fs::hard_link(path, backup)
-        .or_else(|_| fs::copy(path, backup).map(drop))
-        .map_err(|e| Error::io(Step::Write, backup, e))
+    sys::link_or_copy(path, backup).map_err(|e| Error::io(Step::Write, backup, e))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -582,7 +576,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
+    match sys::remove_dir_all(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(Step::Remove, dir, e)),
         _ => Ok(()),
     }

@@ -93,7 +93,7 @@ impl FromStr for Durability {
 ///     .lock_timeout(Duration::from_secs(2));
 /// assert_eq!(opts.get_durability(), Durability::Consistent);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Options {
     durability: Durability,
     mode: Option<u32>,

@@ -175,7 +175,7 @@ fn examine(
         return Err("it was replaced while being examined".into());
     }
     if remove {
-        fs::remove_file(&path).map_err(|e| format!("cannot remove it: {e}"))?;
+        sys::remove_file(&path).map_err(|e| format!("cannot remove it: {e}"))?;
     }
     Ok(Temp::Orphan)
 }

@@ -41,6 +41,7 @@ use crate::data_handler::validate_key;
 use crate::error::{Error, Result, Step};
 use crate::file_manager::FileManager;
 use crate::lock::{self, FileLock, LockMode};
+use crate::options::Durability;
 use crate::sys;
 use crate::target::Target;
 
@@ -127,7 +128,7 @@ impl StateManager {
     pub fn open(dir: impl Into<PathBuf>, files: FileManager) -> Result<StateManager> {
         let dir = dir.into();
         if !crate::is_remote(&dir) {
-            fs::create_dir_all(&dir).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
+            sys::create_dir_all(&dir, 0o777).map_err(|e| Error::io(Step::CreateDir, &dir, e))?;
         }
         Ok(StateManager {
             dir,
@@ -344,7 +345,20 @@ impl StateManager {
     /// a sidecar's name that is not durafile's (a user's `sha256sum` list, another user's file,
     /// a link) stays: the save succeeded, and that file is not durafile's to delete.
     fn prune(&self) -> Result<()> {
-        for old in self.history()?.into_iter().skip(self.keep) {
+        let old: Vec<Generation> = self.history()?.into_iter().skip(self.keep).collect();
+        // The generations kept must be durable before the ones they supersede go. At
+        // `consistent` no save fsynced the directory, and a power loss could keep these
+        // unlinks yet lose the newer generations' renames: no state at all (found by the
+        // crash-state checker, tests/crash_model). At `full` each commit did it already.
+        // An object store has no directory to sync: each PUT is durable when it returns.
+        let local = !crate::is_remote(&self.dir);
+        if local
+            && !old.is_empty()
+            && self.files.options().get_durability() == Durability::Consistent
+        {
+            sys::sync_dir(&self.dir).map_err(|e| Error::io(Step::SyncDir, &self.dir, e))?;
+        }
+        for old in old {
             #[cfg(feature = "s3")]
             if crate::remote::is_url(&old.path) {
                 let (store, key) = crate::remote::locate_object(&old.path)?;

@@ -5,6 +5,11 @@
 //! a portable fallback. std already does the platform-specific part of the fsync itself:
 //! [`File::sync_all`] is `fsync(2)` on Linux and `fcntl(F_FULLFSYNC)` on macOS, where a plain
 //! `fsync` does not flush the drive's cache.
+//!
+//! Every durability-relevant call (create, fsync, rename, link, unlink, mkdir, rmdir,
+//! directory fsync, whether by path or through a pinned directory's descriptor) goes through
+//! here, so that with the `crash-model` feature each one is reported to `crash_record` for
+//! the crash-state checker; without the feature the reports compile to nothing.
 
 #[cfg(not(unix))]
 compile_error!("durafile supports Unix (Linux and macOS) only");
@@ -20,12 +25,15 @@ use std::path::Path;
 /// follow a symlink planted at that name. Through the directory's descriptor, so that a
 /// directory swapped for a link after it was opened and checked cannot redirect it.
 pub(crate) fn create_private(dir: &File, name: &OsStr) -> io::Result<File> {
-    open_at(
+    let file = open_at(
         dir,
         name,
         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
         0o600,
-    )
+    )?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::created_at(dir, name, &file);
+    Ok(file)
 }
 
 /// `openat(2)` with `O_CLOEXEC`.
@@ -49,13 +57,19 @@ fn open_at(dir: &File, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Resul
 }
 
 /// Renames `from` over `to`, both names in the open directory `dir` (`renameat(2)`).
-pub(crate) fn rename_at(dir: &File, from: &OsStr, to: &OsStr) -> io::Result<()> {
+pub(crate) fn rename_at(dir: &File, from_name: &OsStr, to_name: &OsStr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let (from, to) = (cstr(from)?, cstr(to)?);
+    let (from, to) = (cstr(from_name)?, cstr(to_name)?);
     let fd = dir.as_raw_fd();
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::before_move_at(dir, from_name);
     // SAFETY: NUL-terminated names and a descriptor we hold.
     match unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } {
-        0 => Ok(()),
+        0 => {
+            #[cfg(feature = "crash-model")]
+            crate::crash_record::renamed_at(dir, from_name, to_name);
+            Ok(())
+        }
         _ => Err(io::Error::last_os_error()),
     }
 }
@@ -65,10 +79,14 @@ pub(crate) fn rename_at(dir: &File, from: &OsStr, to: &OsStr) -> io::Result<()> 
 /// already gone.
 pub(crate) fn remove_at(dir: &File, name: &OsStr) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let name = cstr(name)?;
+    let c_name = cstr(name)?;
     // SAFETY: a NUL-terminated name and a descriptor we hold.
-    match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } {
-        0 => Ok(true),
+    match unsafe { libc::unlinkat(dir.as_raw_fd(), c_name.as_ptr(), 0) } {
+        0 => {
+            #[cfg(feature = "crash-model")]
+            crate::crash_record::unlinked_at(dir, name);
+            Ok(true)
+        }
         _ => match io::Error::last_os_error() {
             e if e.kind() == io::ErrorKind::NotFound => Ok(false),
             e => Err(e),
@@ -151,6 +169,10 @@ pub(crate) fn open_lock_file(dir: &File, name: &OsStr, mode: u32) -> io::Result<
         }
     };
     let (file, created, writable) = opened?;
+    #[cfg(feature = "crash-model")]
+    if created {
+        crate::crash_record::created_at(dir, name, &file);
+    }
     if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -290,11 +312,109 @@ pub(crate) fn lock_holder(_file: &File) -> Option<u32> {
 
 /// fsync of a directory, which makes the entries created or renamed in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)?
-        .sync_all()
+    sync_dir_file(&open_dir(dir)?)
+}
+
+/// fsync of the open directory `dir` (one the caller pinned), which makes the entries created,
+/// renamed or removed in it durable.
+pub(crate) fn sync_dir_file(dir: &File) -> io::Result<()> {
+    dir.sync_all()?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::dir_fsynced_at(dir);
+    Ok(())
+}
+
+/// fsync of a file's data and metadata (`F_FULLFSYNC` on macOS, through std).
+pub(crate) fn sync_file(file: &File) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::fsynced(file);
+    file.sync_all()
+}
+
+/// A second name `to` for the file at `from`, or where the filesystem has no hard links, a
+/// copy of it.
+pub(crate) fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::before_move(from);
+    match fs::hard_link(from, to) {
+        Ok(()) => {
+            #[cfg(feature = "crash-model")]
+            crate::crash_record::linked(from, to);
+            Ok(())
+        }
+        Err(_) => {
+            fs::copy(from, to)?;
+            #[cfg(feature = "crash-model")]
+            crate::crash_record::copied(to);
+            Ok(())
+        }
+    }
+}
+
+/// Removes the file `path`.
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    fs::remove_file(path)?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::unlinked(path);
+    Ok(())
+}
+
+/// Creates `dir` and any missing parents, with `mode` (less the umask) for those it makes.
+pub(crate) fn create_dir_all(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    #[cfg(feature = "crash-model")]
+    let missing: Vec<_> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
+    #[cfg(feature = "crash-model")]
+    for made in missing.iter().rev() {
+        crate::crash_record::made_dir(made);
+    }
+    Ok(())
+}
+
+/// Removes `dir` and everything in it.
+pub(crate) fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    #[cfg(feature = "crash-model")]
+    if crate::crash_record::watched(dir) {
+        record_removal(dir)?;
+    }
+    fs::remove_dir_all(dir)
+}
+
+/// Records the unlinks and rmdirs that `remove_dir_all` is about to make, children first.
+#[cfg(feature = "crash-model")]
+fn record_removal(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            record_removal(&entry.path())?;
+        } else {
+            crate::crash_record::unlinked(&entry.path());
+        }
+    }
+    crate::crash_record::removed_dir(dir);
+    Ok(())
+}
+
+/// Whether the crash-model tests switched on the deliberate bug `name` (see
+/// `crash_record::Mutation`); always false in a normal build.
+#[cfg(feature = "crash-model")]
+pub(crate) fn mutant(name: &str) -> bool {
+    crate::crash_record::mutated(name)
+}
+
+/// No deliberate bugs in a normal build.
+#[cfg(not(feature = "crash-model"))]
+#[inline(always)]
+pub(crate) fn mutant(_name: &str) -> bool {
+    false
 }
 
 /// Gives `file` the owner and group in `meta` when they differ from its own. Failing with
@@ -348,7 +468,7 @@ pub(crate) fn file_id(meta: &fs::Metadata) -> (u64, u64) {
 
 /// Removes `path`; `Ok(false)` when it was already gone.
 pub(crate) fn remove_if_exists(path: &Path) -> io::Result<bool> {
-    match fs::remove_file(path) {
+    match remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),

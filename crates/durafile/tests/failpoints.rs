@@ -312,3 +312,69 @@ fn failed_rename_leaves_a_sidecar_that_is_no_longer_durafiles() {
     assert!(temp_files(dir.path()).is_empty());
     scenario.teardown();
 }
+
+/// Without a sidecar step to follow, the lock is released between the rename and the
+/// directory fsync, so the next writer need not wait for that fsync; the next writer's
+/// clean-up of "the temp file the lock file records" then finds nothing of ours (our temp is
+/// already the target), and our call still returns only after its fsync. With a checksum the
+/// sidecar's last step follows the fsync, so the lock is held to the end.
+#[test]
+fn lock_is_released_before_the_directory_fsync_only_without_a_sidecar_step() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    for checksum in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let opts = Options::new().checksum(checksum);
+        durafile::write(&path, ORIGINAL, &opts).unwrap();
+        let (reached, parked) = mpsc::channel();
+        let (resume, go) = mpsc::channel::<()>();
+        let (reached, go) = (Mutex::new(reached), Mutex::new(go));
+        let first = Arc::new(AtomicBool::new(true));
+        // Parks the first writer to reach its directory fsync, once.
+        fail::cfg_callback("durafile::before_sync_dir", move || {
+            if first.swap(false, Ordering::SeqCst) {
+                reached.lock().unwrap().send(()).unwrap();
+                let _ = go.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            }
+        })
+        .unwrap();
+        let a = {
+            let (path, opts) = (path.clone(), opts.clone());
+            std::thread::spawn(move || durafile::write(&path, b"A", &opts))
+        };
+        parked.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"A", "renamed before the fsync");
+        let next = opts.clone().lock_timeout(Duration::from_millis(300));
+        let b = durafile::write(&path, b"B", &next);
+        resume.send(()).unwrap();
+        let a = a.join().unwrap();
+        fail::remove("durafile::before_sync_dir");
+        a.unwrap();
+        if checksum {
+            assert!(
+                matches!(b, Err(durafile::Error::LockTimeout { .. })),
+                "with a checksum the lock is held through the fsync: {b:?}"
+            );
+            assert_eq!(fs::read(&path).unwrap(), b"A");
+        } else {
+            b.unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"B");
+        }
+        assert_eq!(
+            durafile::read(&path, &opts).unwrap(),
+            fs::read(&path).unwrap()
+        );
+        assert!(
+            temp_files(dir.path()).is_empty(),
+            "{:?}",
+            temp_files(dir.path())
+        );
+        assert!(durafile::lock::lock_file_path(&path).unwrap().exists());
+    }
+    scenario.teardown();
+}
