@@ -172,7 +172,9 @@ impl Background {
 
     fn finish(mut self) -> io::Result<Digest> {
         let complete = match self.work.take() {
-            Some(work) => self.filling.is_empty() || work.send(mem::take(&mut self.filling)).is_ok(),
+            Some(work) => {
+                self.filling.is_empty() || work.send(mem::take(&mut self.filling)).is_ok()
+            }
             None => false,
         };
         // Dropping `work` (above) ends the thread's loop once it has hashed every piece.
@@ -249,10 +251,11 @@ mod tests {
             .unwrap_or(0)
     }
 
-    /// Waits (briefly) for the kernel to forget a joined thread's task.
-    fn no_hashing_thread_left() -> bool {
+    /// Waits (up to 5 s) until `n` hashing threads exist: a new thread names itself after it
+    /// starts, and the kernel forgets a joined one's task shortly after the join.
+    fn hashing_threads_become(n: usize) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while hashing_threads() > 0 {
+        while hashing_threads() != n {
             if Instant::now() > deadline {
                 return false;
             }
@@ -293,17 +296,27 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let bytes = content(9 * PIECE + 12345);
         let patterns: &[&[usize]] = &[&[1], &[1024], &[PIECE], &[PIECE + 1], &[3, PIECE * 2, 77]];
-        for len in [0, 1000, THREAD_MIN as usize - 1, THREAD_MIN as usize, bytes.len()] {
+        for len in [
+            0,
+            1000,
+            THREAD_MIN as usize - 1,
+            THREAD_MIN as usize,
+            bytes.len(),
+        ] {
             for sizes in patterns {
                 if sizes == &[1] && len > THREAD_MIN as usize {
                     continue; // a million one-byte pieces add time, not coverage
                 }
                 let (digest, threaded) = hashed_in_pieces(&bytes[..len], sizes);
                 assert_eq!(digest, one_shot(&bytes[..len]), "{len} bytes in {sizes:?}");
-                assert_eq!(threaded, len >= THREAD_MIN as usize, "{len} bytes in {sizes:?}");
+                assert_eq!(
+                    threaded,
+                    len >= THREAD_MIN as usize,
+                    "{len} bytes in {sizes:?}"
+                );
             }
         }
-        assert!(no_hashing_thread_left());
+        assert!(hashing_threads_become(0));
     }
 
     #[test]
@@ -323,8 +336,11 @@ mod tests {
         let bytes = content(3 * PIECE + 5);
         assert!(hasher.offload(bytes.len()));
         hasher.update(&bytes);
-        assert_eq!(hashing_threads(), 1);
+        assert!(hashing_threads_become(1));
         drop(hasher);
-        assert!(no_hashing_thread_left(), "a hashing thread outlived its hasher");
+        assert!(
+            hashing_threads_become(0),
+            "a hashing thread outlived its hasher"
+        );
     }
 }
