@@ -27,9 +27,10 @@
 //!    levels that fsync, writeback of each 8 MiB written starts at once (Linux
 //!    `sync_file_range`), so the fsync at commit finds little left to do. With a checksum,
 //!    the content is hashed as it is written: inline while it is small, and from its first
-//!    MiB on by one persistent thread per file ([`crate::hasher`]), fed each piece before it
-//!    is written, so that hashing overlaps writing and the tail overlaps the fsync. A failure
-//!    of that thread fails the commit at [`Step::ChecksumBegin`], never with a wrong digest.
+//!    MiB on by one persistent thread per file (the `hasher` module), which is handed each
+//!    piece (a copy, in recycled buffers) before it is written, so that hashing overlaps
+//!    writing and the tail overlaps the fsync. A failure or panic of that thread fails the
+//!    commit at [`Step::ChecksumBegin`], never with a wrong digest; a drop joins it.
 //! 5. Give the temp file the target's owner and group (where the process may) and mode, without
 //!    the setuid, setgid and sticky bits unless [`Options::mode`] asks for them: a replace
 //!    is new content, which must not inherit the old program's privileges (an in-place write
