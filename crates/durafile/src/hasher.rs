@@ -19,12 +19,14 @@
 //!
 //! # Why a persistent thread
 //!
-//! A thread started and joined for each large piece (what `atomic` did before) cost as much
-//! as the hash it hid on a loaded two-core machine: every start and every join waits for a
-//! core. Here the writer copies each piece into a recycled buffer (a copy is several times
-//! cheaper than SHA-256) and goes on writing while the thread hashes; it waits only when the
-//! thread is [`BUFFERS`] pieces behind. The tail still queued at the commit is hashed while
-//! the commit fsyncs the file.
+//! A thread started and joined for each large piece (what `atomic` did before) costs a thread
+//! start per piece, keeps writer and hash in lockstep (each write waited for its own piece's
+//! hash), and never helped content written in small pieces (`io::copy` writes 8 KiB at a
+//! time). Here the writer copies each piece into a recycled buffer (a copy costs a fraction
+//! of SHA-256) and goes on writing while the thread hashes; it waits only when the thread is
+//! [`BUFFERS`] pieces behind. The tail still queued at the commit is hashed while the commit
+//! fsyncs the file. The overlap needs a free core: on a machine whose cores are all busy the
+//! two threads take turns, and the stream costs the write plus the hash (BENCHMARKS.md).
 
 use std::io;
 use std::mem;
