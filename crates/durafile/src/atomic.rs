@@ -25,8 +25,12 @@
 //!    owns it.
 //! 4. Write the content (a [`BufWriter`] in between; a large file streams through it). At
 //!    levels that fsync, writeback of each 8 MiB written starts at once (Linux
-//!    `sync_file_range`), so the fsync at commit finds little left to do; with a checksum,
-//!    large pieces are hashed on a second thread while they are written.
+//!    `sync_file_range`), so the fsync at commit finds little left to do. With a checksum,
+//!    the content is hashed as it is written: inline while it is small, and from its first
+//!    MiB on by one persistent thread per file (the `hasher` module), which is handed each
+//!    piece (a copy, in recycled buffers) before it is written, so that hashing overlaps
+//!    writing and the tail overlaps the fsync. A failure or panic of that thread fails the
+//!    commit at [`Step::ChecksumBegin`], never with a wrong digest; a drop joins it.
 //! 5. Give the temp file the target's owner and group (where the process may) and mode, without
 //!    the setuid, setgid and sticky bits unless [`Options::mode`] asks for them: a replace
 //!    is new content, which must not inherit the old program's privileges (an in-place write
@@ -55,9 +59,10 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::checksum::{self, Digest, Hasher, Phase};
+use crate::checksum::{self, Digest, Phase};
 use crate::error::{Error, Result, Step};
 use crate::fault;
+use crate::hasher::ContentHasher;
 use crate::lock::{self, FileLock, LockMode};
 use crate::names;
 use crate::options::{Durability, Options};
@@ -74,10 +79,6 @@ const BUFFER_SIZE: usize = 64 * 1024;
 
 /// How much written data triggers an early writeback (see `AtomicFile::start_writeback`).
 const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// Pieces at least this large are hashed in parallel with their write; below it a thread
-/// costs more than it saves.
-const PARALLEL_HASH_MIN: usize = 256 * 1024;
 
 /// A new version of a file, written in pieces and published at once by [`commit`].
 ///
@@ -142,7 +143,7 @@ pub struct AtomicFile {
 #[derive(Debug)]
 struct Checksum {
     /// Hashes the new content as it is written.
-    hasher: Hasher,
+    hasher: ContentHasher,
     /// The digests the sidecar lists now; `None` when there is no usable sidecar, and the
     /// old content (if any) must be hashed before the pair protocol begins.
     old: Option<Vec<Digest>>,
@@ -295,7 +296,7 @@ impl AtomicFile {
         // one swapped later is not followed.
         target.pin_dir(Step::CreateTemp)?;
         let checksum = checksum::for_write(&target, opts.get_checksum())?.map(|old| Checksum {
-            hasher: Hasher::default(),
+            hasher: ContentHasher::default(),
             old,
         });
         // Recorded before it exists, so that a writer killed at any instant after its creation
@@ -426,7 +427,7 @@ impl AtomicFile {
         let Some(Checksum { hasher, old }) = self.checksum.take() else {
             return Ok(None);
         };
-        let new = hasher.finish();
+        let new = hasher.finish().map_err(self.at(Step::ChecksumBegin))?;
         let had_sidecar = old.is_some();
         let old = match old {
             Some(listed) => listed,
@@ -522,19 +523,18 @@ impl Write for AtomicFile {
         self.check()?;
         fault::point("durafile::write").map_err(|e| self.fail(e))?;
         let result = match &mut self.checksum {
-            // Large pieces are hashed on a second thread while they are written, so that a
-            // checksum costs (nearly) nothing on top of the write. Such a piece is written
-            // whole: the hash must cover exactly the bytes written.
-            Some(c) if buf.len() >= PARALLEL_HASH_MIN => {
-                let out = &mut self.out;
-                std::thread::scope(|s| {
-                    let hashing = s.spawn(|| c.hasher.update(buf));
-                    let written = out.write_all(buf).map(|()| buf.len());
-                    hashing.join().expect("hashing does not panic");
-                    written
-                })
+            // Large content is hashed on a thread of its own: the piece goes to it first, so
+            // that it is hashed while it is written, and is then written whole, since the
+            // hash must cover exactly the bytes written (after a failed write the commit
+            // fails anyway).
+            Some(c) => {
+                if c.hasher.offload(buf.len()) {
+                    c.hasher.update(buf);
+                    self.out.write_all(buf).map(|()| buf.len())
+                } else {
+                    self.out.write(buf).inspect(|&n| c.hasher.update(&buf[..n]))
+                }
             }
-            Some(c) => self.out.write(buf).inspect(|&n| c.hasher.update(&buf[..n])),
             None => self.out.write(buf),
         };
         let n = result.map_err(|e| self.fail(e))?;

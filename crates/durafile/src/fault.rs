@@ -9,7 +9,8 @@
 //! `durafile::before_sync`, `durafile::after_sync`, `durafile::before_rename`,
 //! `durafile::before_sync_dir`; and for the checksum sidecar, `durafile::checksum_begin`,
 //! `durafile::checksum_begin_rename`, `durafile::checksum_finish`,
-//! `durafile::checksum_finish_rename`.
+//! `durafile::checksum_finish_rename`; and `durafile::hash`, in the thread that hashes large
+//! content ([`crate::hasher`]), before each piece.
 
 use std::io;
 

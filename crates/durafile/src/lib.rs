@@ -74,6 +74,7 @@ pub mod error;
 mod fault;
 pub mod file_manager;
 pub mod group_commit;
+mod hasher;
 pub mod lock;
 pub mod migrate;
 mod names;

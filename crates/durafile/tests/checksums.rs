@@ -117,6 +117,49 @@ fn changes_outside_durafile_are_detected() {
     }
 }
 
+/// A large stream, written in uneven pieces that cross from inline hashing to the hashing
+/// thread and straddle its buffers, gets `sha256sum`'s digest of the bytes on disk; a stream
+/// dropped part-way leaves the file, its sidecar and the directory as they were.
+#[test]
+fn large_stream_in_uneven_pieces_gets_sha256sums_digest_and_a_dropped_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let content: Vec<u8> = (0..(9 << 20) + 4321)
+        .map(|i: usize| (i * 31 + (i >> 13)) as u8)
+        .collect();
+    let mut file = durafile::AtomicFile::new(&path, &with_checksum()).unwrap();
+    let mut rest = &content[..];
+    for size in [1, 1000, 700 << 10, 3, (1 << 20) + 1, 64 << 10]
+        .into_iter()
+        .cycle()
+    {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, next) = rest.split_at(size.min(rest.len()));
+        file.write_all(piece).unwrap();
+        rest = next;
+    }
+    file.commit().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), content);
+    let out = Command::new("sha256sum").arg(&path).output().unwrap();
+    let theirs = String::from_utf8(out.stdout).unwrap();
+    let lines = sidecar_lines(&path);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(theirs.split(' ').next(), lines[0].split(' ').next());
+
+    let mut dropped = durafile::AtomicFile::new(&path, &with_checksum()).unwrap();
+    dropped.write_all(&content[..5 << 20]).unwrap();
+    drop(dropped);
+    assert_eq!(fs::read(&path).unwrap(), content);
+    assert_eq!(sidecar_lines(&path), lines);
+    assert!(temp_files(dir.path()).is_empty());
+    assert!(matches!(
+        checksum::verify(&path).unwrap(),
+        Verification::Match { pending: false, .. }
+    ));
+}
+
 #[test]
 fn sidecar_is_as_private_as_its_file() {
     use std::os::unix::fs::PermissionsExt;

@@ -245,6 +245,52 @@ fn interrupted_write_is_retried_not_fatal() {
     scenario.teardown();
 }
 
+/// The thread that hashes a large checksummed write fails or panics (on its first piece or
+/// mid-stream): the commit fails at the checksum step with an error that says so, never with
+/// a wrong digest; the original and its sidecar are untouched and still verify, and no temp
+/// file remains.
+#[test]
+fn hashing_thread_failure_fails_the_commit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let opts = Options::new().checksum(true);
+    let piece = vec![0x5a_u8; 1 << 20];
+    for action in ["return(EIO)", "panic", "3*off->return(EIO)", "3*off->panic"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.bin");
+        durafile::write(&path, ORIGINAL, &opts).unwrap();
+        let sidecar = fs::read(dir.path().join("big.bin.sha256")).unwrap();
+
+        fail::cfg("durafile::hash", action).unwrap();
+        let mut file = AtomicFile::new(&path, &opts).unwrap();
+        for _ in 0..8 {
+            // The writer learns of the failure at the commit; writing goes on meanwhile.
+            file.write_all(&piece).unwrap();
+        }
+        let err = file.commit().unwrap_err();
+        fail::remove("durafile::hash");
+
+        let ctx = format!("{action}: {err}");
+        assert_eq!(err.step(), Some(Step::ChecksumBegin), "{ctx}");
+        assert!(err.target_untouched(), "{ctx}");
+        let expected = if action.ends_with("panic") {
+            "panicked"
+        } else {
+            "Input/output error"
+        };
+        assert!(err.to_string().contains(expected), "{ctx}");
+        assert_eq!(fs::read(&path).unwrap(), ORIGINAL, "{ctx}");
+        assert_eq!(
+            fs::read(dir.path().join("big.bin.sha256")).unwrap(),
+            sidecar,
+            "{ctx}"
+        );
+        assert!(temp_files(dir.path()).is_empty(), "{ctx}: temp left behind");
+        durafile::checksum::verify(&path).unwrap();
+    }
+    scenario.teardown();
+}
+
 /// A batch whose directory fsync fails after the renames: every document has its new content,
 /// so every operation is reported applied with its durability unknown, never failed.
 #[test]
