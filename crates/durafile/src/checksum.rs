@@ -78,7 +78,6 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::atomic::create_temp;
 use crate::error::{Error, Owner, Result, Step};
 use crate::fault;
 use crate::lock::LockMode;
@@ -490,7 +489,7 @@ pub(crate) fn write_sidecar(
     };
     let at = |e| Error::io(step, &target.given, e);
     let name = sidecar_name(&target.name);
-    let (mut file, temp) = create_temp(target, &name).map_err(|e| match e {
+    let (mut file, temp) = target.create_temp(&name).map_err(|e| match e {
         Error::Io { source, .. } => at(source),
         other => other,
     })?;
