@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use durafile::Error;
-use durafile::checksum::{self, Verification};
+use durafile::checksum::{self, Candidate, Verification};
 use durafile::error::quote;
 use serde_json::json;
 
@@ -21,15 +21,11 @@ use crate::progress;
 /// Runs longer than this many bytes get a progress bar (on a terminal only).
 const LONG_RUN_BYTES: u64 = 64 << 20;
 
-/// One file to check and whether it was named explicitly (then a missing sidecar is a problem),
-/// or a directory that could not be read, with why.
-enum Candidate {
-    File { path: PathBuf, explicit: bool },
-    Unreadable { path: PathBuf, error: String },
-}
-
 pub fn run(paths: &[PathBuf], recursive: bool, json: bool) -> Result<bool, Failure> {
-    let candidates = collect(paths, recursive);
+    let candidates: Vec<Candidate> = paths
+        .iter()
+        .flat_map(|path| checksum::collect(path, recursive))
+        .collect();
     let total: u64 = candidates
         .iter()
         .filter_map(|c| match c {
@@ -196,50 +192,4 @@ fn path_json(path: &Path) -> serde_json::Map<String, serde_json::Value> {
         obj.insert("path_bytes".into(), path.as_os_str().as_bytes().into());
     }
     obj
-}
-
-/// The files to check: each file named (a sidecar stands for its data file), and in each
-/// directory every file that has a sidecar, descending with `recursive`.
-fn collect(paths: &[PathBuf], recursive: bool) -> Vec<Candidate> {
-    let mut found = Vec::new();
-    for path in paths {
-        // A path that does not exist is checked like a file, and reported as a problem.
-        if !path.is_dir() {
-            found.push(Candidate::File {
-                path: checksum::checksummed_file(path).unwrap_or_else(|| path.clone()),
-                explicit: true,
-            });
-            continue;
-        }
-        let walk = walkdir::WalkDir::new(path)
-            .max_depth(if recursive { usize::MAX } else { 1 })
-            .sort_by_file_name();
-        // A directory that cannot be read is reported and skipped; the walk goes on, so one
-        // unreadable corner does not hide a mismatch elsewhere.
-        for entry in walk {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    let error = match e.io_error() {
-                        Some(io) => io.to_string(),
-                        None => e.to_string(),
-                    };
-                    found.push(Candidate::Unreadable {
-                        path: e.path().unwrap_or(path).to_path_buf(),
-                        error,
-                    });
-                    continue;
-                }
-            };
-            if entry.file_type().is_file()
-                && let Some(data) = checksum::checksummed_file(entry.path())
-            {
-                found.push(Candidate::File {
-                    path: data,
-                    explicit: false,
-                });
-            }
-        }
-    }
-    found
 }

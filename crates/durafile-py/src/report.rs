@@ -4,55 +4,12 @@
 use std::path::PathBuf;
 
 use durafile::Error;
-use durafile::checksum::{self, Verification};
+use durafile::checksum::{self, Candidate, Verification};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::error::{OrRaise, exception};
 use crate::path_str;
-
-/// A file to check, and whether it was named (then a missing sidecar is a finding).
-struct Candidate {
-    path: PathBuf,
-    explicit: bool,
-}
-
-/// The files to check: each file named (a sidecar stands for its data file), and in each
-/// directory every file that has a sidecar, descending with `recursive`; the same set as
-/// `durafile verify`.
-fn collect(
-    paths: &[PathBuf],
-    recursive: bool,
-) -> Vec<Result<Candidate, (PathBuf, walkdir::Error)>> {
-    let mut found = Vec::new();
-    for path in paths {
-        if !path.is_dir() {
-            found.push(Ok(Candidate {
-                path: checksum::checksummed_file(path).unwrap_or_else(|| path.clone()),
-                explicit: true,
-            }));
-            continue;
-        }
-        let walk = walkdir::WalkDir::new(path)
-            .max_depth(if recursive { usize::MAX } else { 1 })
-            .sort_by_file_name();
-        for entry in walk {
-            match entry {
-                Ok(entry) if entry.file_type().is_file() => {
-                    if let Some(data) = checksum::checksummed_file(entry.path()) {
-                        found.push(Ok(Candidate {
-                            path: data,
-                            explicit: false,
-                        }));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => found.push(Err((path.clone(), e))),
-            }
-        }
-    }
-    found
-}
 
 /// Checks files against their checksum sidecars. Returns one `(path, status, digest,
 /// pending, exception)` per file checked; status is "ok", "mismatch", "bad_checksum_file",
@@ -66,17 +23,29 @@ pub(crate) fn verify<'py>(
     recursive: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     let results: Vec<(PathBuf, Result<Verification, Finding>)> = py.detach(|| {
-        collect(&paths, recursive)
-            .into_iter()
-            .filter_map(|c| match c {
-                Ok(c) => {
-                    let result = checksum::verify(&c.path).map_err(Finding::Lib);
+        paths
+            .iter()
+            .flat_map(|root| {
+                checksum::collect(root, recursive)
+                    .into_iter()
+                    .map(move |c| (root, c))
+            })
+            .filter_map(|(root, c)| match c {
+                Candidate::File { path, explicit } => {
+                    let result = checksum::verify(&path).map_err(Finding::Lib);
                     match result {
-                        Ok(Verification::NoChecksum) if !c.explicit => None,
-                        other => Some((c.path, other)),
+                        Ok(Verification::NoChecksum) if !explicit => None,
+                        other => Some((path, other)),
                     }
                 }
-                Err((path, e)) => Some((path, Err(Finding::Walk(e.to_string())))),
+                // Reported under the path given, with the unreadable directory in the message.
+                Candidate::Unreadable { path, error } => Some((
+                    root.clone(),
+                    Err(Finding::Walk(format!(
+                        "IO error for operation on {}: {error}",
+                        path.display()
+                    ))),
+                )),
             })
             .collect()
     });

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -104,9 +105,9 @@ def test_errno_and_builtin_classes(tmp_path: Path) -> None:
     assert again.errno == errno.ENOENT
 
 
-def _refused_write_in_child(target: Path) -> dict:
-    """Writes ``target`` in a forked child running as uid nobody; returns what the error
-    said. Forked, not executed: the interpreter itself may not be readable by nobody."""
+def _as_nobody(work: Callable[[], dict]) -> dict:
+    """Runs ``work`` in a forked child running as uid nobody; returns the dict it made.
+    Forked, not executed: the interpreter itself may not be readable by nobody."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -116,14 +117,7 @@ def _refused_write_in_child(target: Path) -> dict:
             os.setgroups([])
             os.setresgid(NOBODY, NOBODY, NOBODY)
             os.setresuid(NOBODY, NOBODY, NOBODY)
-            try:
-                durafile.write(target, "new content")
-                found: dict = {"ok": True}
-            except durafile.Error as e:
-                found = {"type": type(e).__name__, "step": e.step, "path": e.path,
-                         "errno": e.errno, "perm": isinstance(e, PermissionError),
-                         "hint": e.hint, "untouched": e.target_untouched}
-            os.write(write_end, json.dumps(found).encode())
+            os.write(write_end, json.dumps(work()).encode())
             status = 0
         finally:
             os._exit(status)
@@ -133,6 +127,48 @@ def _refused_write_in_child(target: Path) -> dict:
     _, status = os.waitpid(pid, 0)
     assert status == 0 and report, "the unprivileged child failed"
     return json.loads(report)
+
+
+def _refused_write_in_child(target: Path) -> dict:
+    """Writes ``target`` as uid nobody; returns what the error said."""
+
+    def work() -> dict:
+        try:
+            durafile.write(target, "new content")
+            return {"ok": True}
+        except durafile.Error as e:
+            return {"type": type(e).__name__, "step": e.step, "path": e.path,
+                    "errno": e.errno, "perm": isinstance(e, PermissionError),
+                    "hint": e.hint, "untouched": e.target_untouched}
+
+    return _as_nobody(work)
+
+
+def test_verify_reports_an_unreadable_directory_and_goes_on(public_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the verifier as another uid")
+    locked, later = public_dir / "a-locked", public_dir / "z-later"
+    for d in (locked, later):
+        d.mkdir()
+        durafile.write(d / "f", "good", checksum=True)
+        d.chmod(0o755)
+        for f in ("f", "f.sha256"):
+            (d / f).chmod(0o644)
+    (later / "f").write_text("bad!")
+    locked.chmod(0o000)
+    try:
+        found = _as_nobody(lambda: {"results": [
+            [r.path, r.status, isinstance(r.error, OSError) and str(r.error)]
+            for r in durafile.verify(public_dir, recursive=True)]})
+    finally:
+        locked.chmod(0o755)
+    # The walk goes on past the unreadable directory, which is reported under the path given.
+    assert found["results"] == [
+        [str(public_dir), "error", f"IO error for operation on {locked}: "
+         "Permission denied (os error 13)"],
+        [str(later / "f"), "mismatch", found["results"][1][2]],
+    ]
+    assert "does not match its checksum" in found["results"][1][2]
 
 
 def test_read_only_directory(public_dir: Path) -> None:

@@ -60,7 +60,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::checksum::{self, Digest, Phase};
-use crate::error::{Error, Result, Step};
+use crate::error::{Error, Result, Step, copy_error};
 use crate::fault;
 use crate::hasher::ContentHasher;
 use crate::lock::{self, FileLock, LockMode};
@@ -69,11 +69,6 @@ use crate::options::{Durability, Options};
 use crate::read;
 use crate::sys;
 use crate::target::Target;
-
-/// How many unique names to try before giving up on creating a temp file. A collision needs
-/// another file with the same ten random characters, so reaching this means something is
-/// wrong with the directory, not bad luck.
-const CREATE_ATTEMPTS: usize = 64;
 
 const BUFFER_SIZE: usize = 64 * 1024;
 
@@ -309,7 +304,7 @@ impl AtomicFile {
                 lock.record_temp(name);
             }
         };
-        let (file, temp) = create_recorded_temp(&target, &target.name, record)?;
+        let (file, temp) = target.create_recorded_temp(&target.name, record)?;
         let owner = target.meta.clone().or_else(|| predecessor.cloned());
         Ok(AtomicFile {
             target,
@@ -698,50 +693,6 @@ impl Staged {
     }
 }
 
-/// Creates and flocks a fresh temp file for `name` (the target's or its sidecar's) in the
-/// target's directory.
-pub(crate) fn create_temp(target: &Target, name: &OsStr) -> Result<(File, PathBuf)> {
-    create_recorded_temp(target, name, |_| {})
-}
-
-/// [`create_temp`], telling `record` each name before it is created.
-fn create_recorded_temp(
-    target: &Target,
-    name: &OsStr,
-    record: impl Fn(&OsStr),
-) -> Result<(File, PathBuf)> {
-    let fail = |e| Error::io_in(Step::CreateTemp, &target.given, &target.dir, e);
-    for _ in 0..CREATE_ATTEMPTS {
-        let temp_name = names::temp_name(name);
-        record(&temp_name);
-        let created = target.with_dir(Step::CreateTemp, |dir| {
-            Ok(sys::create_private(dir, &temp_name))
-        })?;
-        let temp = target.sibling(temp_name);
-        let file = match created {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(fail(e)),
-        };
-        let owned = fault::point("durafile::after_create")
-            .and_then(|()| file.lock())
-            .and_then(|()| sys::link_count(&file));
-        match owned {
-            Ok(0) => continue, // a concurrent clean_orphans took it in the instant before our lock
-            Ok(_) => return Ok((file, temp)),
-            Err(e) => {
-                drop(file);
-                let _ = sys::remove_file(&temp);
-                return Err(fail(e));
-            }
-        }
-    }
-    Err(fail(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "every temp name tried was taken",
-    )))
-}
-
 /// Refuses targets no writer should replace: durafile's own lock and temp files, and in a
 /// sticky shared directory a file that neither the caller nor the directory's owner owns
 /// (the kernel's `protected_regular` rule: root would put its data into another user's file,
@@ -766,14 +717,6 @@ fn check_target(target: &Target) -> Result<()> {
             reason: "in a sticky shared directory only a file's owner or the directory's owner may replace it, as the kernel's protected_regular rule and the sticky bit say; ask its owner, or write another name",
         }),
         _ => Ok(()),
-    }
-}
-
-/// `io::Error` is not `Clone`; keep the OS error code when there is one.
-pub(crate) fn copy_error(e: &io::Error) -> io::Error {
-    match e.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -816,45 +759,4 @@ pub(crate) fn write_covered(
     // A failed write is remembered by `file`; the commit reports it with its step and path.
     let _ = file.write_all(contents);
     file.commit()
-}
-
-/// Replaces `path`'s content with what `f` makes of the current content (`None` when the file
-/// does not exist), holding the exclusive lock from the read to the rename: no other durafile
-/// writer can slip an update in between, so none is lost.
-///
-/// Threads of one process that update the same file at once share one write, one fsync and
-/// one rename ([group commit](crate::group_commit)): each closure still runs exactly once, in
-/// arrival order, on the previous one's result, and each call returns once its own change is
-/// durable at its level. A closure that fails or panics affects only its own call.
-///
-/// When `f` fails, nothing is written and its error is returned. The closure's error type
-/// must accept a [`durafile::Error`](Error), so one `?` serves both.
-///
-/// # Examples
-///
-/// ```
-/// use durafile::Options;
-///
-/// let dir = tempfile::tempdir()?;
-/// let path = dir.path().join("counter");
-/// for _ in 0..3 {
-///     durafile::update(&path, &Options::new(), |current| {
-///         let n: u64 = match current {
-///             Some(bytes) => std::str::from_utf8(bytes).unwrap().parse().unwrap(),
-///             None => 0,
-///         };
-///         Ok::<_, durafile::Error>((n + 1).to_string().into_bytes())
-///     })?;
-/// }
-/// assert_eq!(std::fs::read_to_string(&path)?, "3");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn update<F, E>(path: impl AsRef<Path>, opts: &Options, f: F) -> Result<(), E>
-where
-    F: FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
-    E: From<Error>,
-{
-    crate::group_commit::update(path.as_ref(), opts, |current| {
-        f(current).map(|new| (new, ()))
-    })
 }

@@ -74,11 +74,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::atomic::create_temp;
 use crate::error::{Error, Owner, Result, Step};
 use crate::fault;
 use crate::lock::LockMode;
@@ -104,12 +103,12 @@ pub(crate) fn sidecar_name(name: &OsStr) -> OsString {
 }
 
 /// Where `target`'s sidecar lives: beside the file it checks, after symlinks are followed.
-pub(crate) fn sidecar_of(target: &Target) -> std::path::PathBuf {
+pub(crate) fn sidecar_of(target: &Target) -> PathBuf {
     target.sibling(sidecar_name(&target.name))
 }
 
 /// The sidecar of the file at `path` (a path durafile itself named, no symlink to follow).
-pub(crate) fn sidecar_path(path: &Path) -> std::path::PathBuf {
+pub(crate) fn sidecar_path(path: &Path) -> PathBuf {
     path.with_file_name(sidecar_name(path.file_name().unwrap_or_default()))
 }
 
@@ -490,7 +489,7 @@ pub(crate) fn write_sidecar(
     };
     let at = |e| Error::io(step, &target.given, e);
     let name = sidecar_name(&target.name);
-    let (mut file, temp) = create_temp(target, &name).map_err(|e| match e {
+    let (mut file, temp) = target.create_temp(&name).map_err(|e| match e {
         Error::Io { source, .. } => at(source),
         other => other,
     })?;
@@ -673,9 +672,94 @@ pub(crate) fn hash_and_rewind(file: &mut File) -> io::Result<((), Digest)> {
 /// assert_eq!(data.as_deref(), Some(Path::new("d/state.json")));
 /// assert_eq!(durafile::checksum::checksummed_file(Path::new("d/state.json")), None);
 /// ```
-pub fn checksummed_file(sidecar: &Path) -> Option<std::path::PathBuf> {
+pub fn checksummed_file(sidecar: &Path) -> Option<PathBuf> {
     let name = data_name_of(sidecar.file_name()?)?;
     Some(sidecar.with_file_name(name))
+}
+
+/// What [`collect`] found under one path: a file to [`verify`], or a directory it could not
+/// read.
+#[derive(Debug)]
+pub enum Candidate {
+    /// A file to verify.
+    File {
+        /// The data file (a sidecar named stands for its data file).
+        path: PathBuf,
+        /// Whether the caller named it, rather than [`collect`] finding its sidecar in a
+        /// directory: for a file named, a missing sidecar or a missing file is a finding.
+        explicit: bool,
+    },
+    /// A directory that could not be read, so the files in it were not collected.
+    Unreadable {
+        /// The directory.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: io::Error,
+    },
+}
+
+/// The files to check under `path`, as `durafile verify` checks them: `path` itself when it is
+/// not a directory (a sidecar stands for its data file; a path that does not exist is
+/// returned too, so that the caller reports it), else every file in the directory that has a
+/// sidecar, in name order, descending into subdirectories with `recursive`. Symbolic links
+/// below `path` are not followed. A directory that cannot be read is returned as
+/// [`Candidate::Unreadable`] and the walk goes on, so one unreadable corner does not hide a
+/// mismatch elsewhere.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::{Options, checksum::{self, Candidate}};
+///
+/// let dir = tempfile::tempdir()?;
+/// durafile::write(dir.path().join("a.json"), b"{}", &Options::new().checksum(true))?;
+/// durafile::write(dir.path().join("plain.json"), b"{}", &Options::new())?;
+/// let found = checksum::collect(dir.path(), false);
+/// assert!(matches!(
+///     found.as_slice(),
+///     [Candidate::File { path, explicit: false }] if path.ends_with("a.json")
+/// ));
+/// for candidate in found {
+///     if let Candidate::File { path, .. } = candidate {
+///         checksum::verify(&path)?;
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn collect(path: &Path, recursive: bool) -> Vec<Candidate> {
+    if !path.is_dir() {
+        return vec![Candidate::File {
+            path: checksummed_file(path).unwrap_or_else(|| path.to_path_buf()),
+            explicit: true,
+        }];
+    }
+    let walk = walkdir::WalkDir::new(path)
+        .max_depth(if recursive { usize::MAX } else { 1 })
+        .sort_by_file_name();
+    let mut found = Vec::new();
+    for entry in walk {
+        match entry {
+            Ok(entry) if entry.file_type().is_file() => {
+                if let Some(data) = checksummed_file(entry.path()) {
+                    found.push(Candidate::File {
+                        path: data,
+                        explicit: false,
+                    });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let dir = e.path().unwrap_or(path).to_path_buf();
+                // With links not followed there are no loops: every error is an I/O error.
+                let message = e.to_string();
+                let error = e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other(message));
+                found.push(Candidate::Unreadable { path: dir, error });
+            }
+        }
+    }
+    found
 }
 
 /// The name of the data file a sidecar named `sidecar` belongs to.

@@ -615,6 +615,14 @@ impl Error {
     }
 }
 
+/// `io::Error` is not `Clone`; keep the OS error code when there is one.
+pub(crate) fn copy_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 impl From<Error> for io::Error {
     /// Keeps the OS error's kind so that callers matching on [`io::ErrorKind`] still can.
     fn from(err: Error) -> io::Error {

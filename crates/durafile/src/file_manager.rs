@@ -135,7 +135,7 @@ impl FileManager {
             });
         }
         // Concurrent updates of one file in this process share a commit (see group_commit).
-        crate::group_commit::update(path, &self.opts, |current| {
+        crate::group_commit::update_returning(path, &self.opts, |current| {
             let mut value = match current {
                 Some(bytes) => parse(path, bytes)?,
                 None => T::default(),

@@ -1,9 +1,9 @@
-//! Group commit of updates inside one process: when several threads [`update`](crate::update)
+//! Group commit of updates inside one process: when several threads [`update`]
 //! the same file at once, one write, one fsync and one rename serve all of them.
 //!
 //! # Guarantees
 //!
-//! For each caller, exactly what a lone [`update`](crate::update) promises:
+//! For each caller, exactly what a lone [`update`] promises:
 //!
 //! - **Exactly once, in order.** Each caller's closure runs once, on the content left by the
 //!   caller before it (arrival order: the order in which callers took a ticket), as if the
@@ -61,8 +61,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 
-use crate::atomic::{AtomicFile, copy_error};
-use crate::error::{Error, Result, Step};
+use crate::atomic::AtomicFile;
+use crate::error::{Error, Result, Step, copy_error};
 use crate::lock;
 use crate::options::{Durability, Options};
 use crate::target::Target;
@@ -113,9 +113,50 @@ fn rank(d: Durability) -> u8 {
     }
 }
 
+/// Replaces `path`'s content with what `f` makes of the current content (`None` when the file
+/// does not exist), holding the exclusive lock from the read to the rename: no other durafile
+/// writer can slip an update in between, so none is lost.
+///
+/// Threads of one process that update the same file at once share one write, one fsync and
+/// one rename (group commit, see the module doc): each closure still runs exactly once, in
+/// arrival order, on the previous one's result, and each call returns once its own change is
+/// durable at its level. A closure that fails or panics affects only its own call.
+///
+/// When `f` fails, nothing is written and its error is returned. The closure's error type
+/// must accept a [`durafile::Error`](Error), so one `?` serves both.
+///
+/// # Examples
+///
+/// ```
+/// use durafile::Options;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("counter");
+/// for _ in 0..3 {
+///     durafile::update(&path, &Options::new(), |current| {
+///         let n: u64 = match current {
+///             Some(bytes) => std::str::from_utf8(bytes).unwrap().parse().unwrap(),
+///             None => 0,
+///         };
+///         Ok::<_, durafile::Error>((n + 1).to_string().into_bytes())
+///     })?;
+/// }
+/// assert_eq!(std::fs::read_to_string(&path)?, "3");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn update<F, E>(path: impl AsRef<Path>, opts: &Options, f: F) -> Result<(), E>
+where
+    F: FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
+    E: From<Error>,
+{
+    update_returning(path.as_ref(), opts, |current| {
+        f(current).map(|new| (new, ()))
+    })
+}
+
 /// Replaces `path`'s content with the first part of what `f` makes of it and returns the
 /// second, sharing the commit with concurrent callers of the same file (see the module doc).
-pub(crate) fn update<R, E>(
+pub(crate) fn update_returning<R, E>(
     path: &Path,
     opts: &Options,
     f: impl FnOnce(Option<&[u8]>) -> std::result::Result<(Vec<u8>, R), E>,

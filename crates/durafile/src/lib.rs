@@ -48,19 +48,33 @@
 //!
 //! # Modules
 //!
-//! - [`atomic`]: the replace itself, [`write()`], [`update`], [`AtomicFile`].
+//! One concern each, listed from the bottom up: a module uses only modules listed above it,
+//! never one below, so there are no import cycles (`tests/layering.rs` checks this list
+//! against the sources; a new module takes its place in it).
+//!
+//! - `crash_record` (cargo feature `crash-model`): records durability-relevant operations for
+//!   the crash-state checker.
+//! - `fault`: failpoints for the fault tests, empty without the `failpoints` feature.
+//! - `names`: the names of the lock, temp and sidecar files beside a target.
+//! - `options`: [`Durability`] and [`Options`].
+//! - `sys`: every syscall std does not wrap.
+//! - [`error`]: one [`Error`] type with step, path, cause and advice.
+//! - `target`: which file a path names, its directory, and the temp files created in it.
 //! - [`lock`]: exclusive and shared locks across threads and processes.
 //! - [`checksum`]: SHA-256 sidecars that stay consistent through crashes.
-//! - [`file_manager`], [`data_handler`], [`state_manager`]: typed JSON files, a directory of
-//!   keyed documents, and an application state kept in generations, all on the above.
-//! - [`migrate`]: versioned schema migrations, all-or-nothing across a directory.
-//! - [`batch`]: many writes on a thread pool, with group commit.
-//! - [`group_commit`]: concurrent [`update`]s of one file in one process share a commit.
-//! - [`read()`]: reading, optionally under the shared lock.
+//! - `hasher`: hashes the content of a large write on one thread of its own, beside the writer.
 //! - [`recover`]: cleaning up after a crash.
-//! - [`error`]: one [`Error`] type with step, path, cause and advice.
+//! - `read`: [`read()`] and [`open`], optionally under the shared lock.
+//! - [`atomic`]: the replace itself, [`write()`], [`AtomicFile`].
+//! - [`group_commit`]: [`update`]; concurrent updates of one file in one process share a
+//!   commit.
 //! - `remote` (cargo feature `s3`): the same JSON components on S3-compatible object storage,
 //!   chosen by an `s3://bucket/prefix` URL in place of a path.
+//! - [`file_manager`]: typed JSON files.
+//! - [`data_handler`]: a directory of keyed documents.
+//! - [`state_manager`]: an application state kept in generations.
+//! - [`batch`]: many writes on a thread pool, with group commit.
+//! - [`migrate`]: versioned schema migrations, all-or-nothing across a directory.
 
 #![deny(missing_docs)]
 
@@ -92,10 +106,11 @@ mod target;
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
-pub use atomic::{AtomicFile, update, write};
+pub use atomic::{AtomicFile, write};
 pub use data_handler::DataHandler;
 pub use error::{Error, Result, Step};
 pub use file_manager::FileManager;
+pub use group_commit::update;
 pub use names::is_temp_name;
 pub use options::{Durability, Options, ParseDurabilityError};
 pub use read::{open, read};

@@ -91,6 +91,14 @@ fn hidden(name: &OsStr, room: usize) -> Vec<u8> {
     out
 }
 
+/// The state whose lock covers a file named `name`, when it is named like a generation
+/// (`STATE.N.json`): so that recovery can tell a dead save's temp file from a look-alike.
+pub(crate) fn state_of(name: &OsStr) -> Option<OsString> {
+    let (state, number) = name.to_str()?.strip_suffix(".json")?.rsplit_once('.')?;
+    let canonical = number.parse::<u64>().is_ok_and(|n| n.to_string() == number);
+    (canonical && !state.is_empty()).then(|| state.into())
+}
+
 /// Ten base-62 characters that no other process or call predicts: std seeds each
 /// `RandomState` from the OS's random source, and a counter separates calls in one process.
 fn random_chars() -> [u8; RANDOM_LEN] {

@@ -37,7 +37,6 @@ use crate::checksum::{self, Digest, Phase, Sidecar};
 use crate::error::{Error, Owner, Result, Step, quote};
 use crate::lock::{self, LockMode};
 use crate::names;
-use crate::state_manager;
 use crate::sys;
 use crate::target::Target;
 
@@ -212,7 +211,7 @@ fn covering_locks(name: &OsStr) -> Vec<OsString> {
     let data = checksum::data_name_of(name);
     let file = data.as_deref().unwrap_or(name);
     let mut locks = vec![names::lock_name(name), names::lock_name(file)];
-    if let Some(state) = state_manager::state_of(file) {
+    if let Some(state) = names::state_of(file) {
         locks.push(names::lock_name(&state));
     }
     locks

@@ -54,14 +54,6 @@ fn is_not_found(e: &Error) -> bool {
         .is_some_and(|e| e.kind() == io::ErrorKind::NotFound)
 }
 
-/// The state whose lock covers a file named `name`, when it is named like a generation
-/// (`STATE.N.json`): so that recovery can tell a dead save's temp file from a look-alike.
-pub(crate) fn state_of(name: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
-    let (state, number) = name.to_str()?.strip_suffix(".json")?.rsplit_once('.')?;
-    let canonical = number.parse::<u64>().is_ok_and(|n| n.to_string() == number);
-    (canonical && !state.is_empty()).then(|| state.into())
-}
-
 /// How many generations a [`StateManager`] keeps unless told otherwise.
 pub const DEFAULT_KEEP: usize = 3;
 

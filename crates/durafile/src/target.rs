@@ -24,7 +24,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result, Step};
+use crate::fault;
+use crate::names;
 use crate::sys;
+
+/// How many unique names to try before giving up on creating a temp file. A collision needs
+/// another file with the same ten random characters, so reaching this means something is
+/// wrong with the directory, not bad luck.
+const CREATE_ATTEMPTS: usize = 64;
 
 /// Linux's limit on symlinks followed in one lookup; the same here for the same reason.
 const MAX_LINKS: usize = 40;
@@ -255,6 +262,50 @@ impl Target {
             Some(dir) => f(dir),
             None => f(&self.open_dir(step)?),
         }
+    }
+
+    /// Creates and flocks a fresh temp file for `name` (the target's or its sidecar's) in the
+    /// target's directory.
+    pub(crate) fn create_temp(&self, name: &OsStr) -> Result<(File, PathBuf)> {
+        self.create_recorded_temp(name, |_| {})
+    }
+
+    /// [`Target::create_temp`], telling `record` each name before it is created.
+    pub(crate) fn create_recorded_temp(
+        &self,
+        name: &OsStr,
+        record: impl Fn(&OsStr),
+    ) -> Result<(File, PathBuf)> {
+        let fail = |e| Error::io_in(Step::CreateTemp, &self.given, &self.dir, e);
+        for _ in 0..CREATE_ATTEMPTS {
+            let temp_name = names::temp_name(name);
+            record(&temp_name);
+            let created = self.with_dir(Step::CreateTemp, |dir| {
+                Ok(sys::create_private(dir, &temp_name))
+            })?;
+            let temp = self.sibling(temp_name);
+            let file = match created {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(fail(e)),
+            };
+            let owned = fault::point("durafile::after_create")
+                .and_then(|()| file.lock())
+                .and_then(|()| sys::link_count(&file));
+            match owned {
+                Ok(0) => continue, // a concurrent clean_orphans took it in the instant before our lock
+                Ok(_) => return Ok((file, temp)),
+                Err(e) => {
+                    drop(file);
+                    let _ = sys::remove_file(&temp);
+                    return Err(fail(e));
+                }
+            }
+        }
+        Err(fail(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "every temp name tried was taken",
+        )))
     }
 
     /// Whether the target's directory is sticky and writable by others than its owner, where
