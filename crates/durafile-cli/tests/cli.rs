@@ -6,31 +6,11 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_durafile");
-
-fn durafile(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    // A command that fails before reading its input closes the pipe early: not our concern.
-    if let Err(e) = input.write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{BIN, durafile, p, script, stderr};
 
 /// The directory holds exactly `expected`: no temp file left, nothing else created.
 fn assert_listing(dir: &Path, expected: &[&str]) {
@@ -40,10 +20,6 @@ fn assert_listing(dir: &Path, expected: &[&str]) {
         .collect();
     names.sort();
     assert_eq!(names, expected);
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 #[test]
@@ -577,11 +553,6 @@ fn state_show_history_and_rollback() {
         Some(1),
         "a damaged generation is not restored"
     );
-}
-
-fn script(path: &Path, body: &str) {
-    fs::write(path, body).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[test]

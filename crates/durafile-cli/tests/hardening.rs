@@ -5,7 +5,8 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_durafile");
+mod common;
+use common::BIN;
 
 #[test]
 fn a_write_that_waits_says_for_whom() {

@@ -13,63 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_durafile");
+mod common;
+use common::{BIN, command, durafile, p, run_within, script, stderr, stdout};
 
 /// A uid and gid with no account: what an ordinary co-tenant looks like to the kernel.
 const NOBODY: u32 = 65534;
-
-fn command(args: &[&OsStr]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Runs `cmd` with `stdin`, failing the test if it takes longer than `limit` (a hang).
-/// It runs in a process group of its own, killed whole on a hang, so nothing it started
-/// outlives the test.
-fn run_within(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
-    let mut child = cmd.process_group(0).spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            // SAFETY: kill(2) touches no memory; the group is the child's own.
-            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "durafile hung for {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = feeder.join();
-    child.wait_with_output().unwrap()
-}
-
-fn durafile(args: &[&str], stdin: &[u8]) -> Output {
-    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    run_within(command(&args), stdin, Duration::from_secs(60))
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
@@ -277,11 +225,6 @@ fn verify_recursive_reports_an_unreadable_directory_and_goes_on() {
 }
 
 // ---------------------------------------------------------------- migrate (items 8 and 13)
-
-fn script(path: &Path, body: &str) {
-    fs::write(path, body).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
 
 /// A directory of three documents and an empty steps directory beside it.
 fn migration_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {

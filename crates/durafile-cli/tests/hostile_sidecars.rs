@@ -14,7 +14,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_durafile");
+mod common;
+use common::BIN;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs `durafile ARGS` with `stdin`; `None` when it was still running after [`TIMEOUT`].

@@ -5,11 +5,14 @@
 //! with moto (`DURAFILE_TEST_PYTHON`, set by scripts/test.sh). Without the feature, the command
 //! must refuse URLs instead of writing a local file named `s3:`.
 
+use std::process::Command;
 #[cfg(feature = "s3")]
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+#[cfg(not(feature = "s3"))]
+use std::process::Stdio;
 
-const BIN: &str = env!("CARGO_BIN_EXE_durafile");
+mod common;
+use common::{BIN, stderr};
 
 #[cfg(feature = "s3")]
 #[path = "../../durafile/tests/common/s3.rs"]
@@ -18,24 +21,9 @@ mod s3;
 
 #[cfg(feature = "s3")]
 fn durafile(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Err(e) = input.write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let mut cmd = common::command(args);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    common::run_within(cmd, stdin, common::HANG)
 }
 
 #[cfg(not(feature = "s3"))]
