@@ -30,9 +30,12 @@ after=$(jq .launches "$state")
 echo "   launches: $before -> $after (expected $((before + 200)): no update lost)"
 [ "$after" -eq $((before + 200)) ]
 
-echo "3. Hold the lock from the shell while another writer waits, then gives up:"
-"$bin" lock "$state" -- sh -c "'$bin' write '$state' --timeout 0.3 < examples/state.json" \
+echo "3. Hold the lock from one process while another writer waits, then gives up:"
+"$bin" lock "$state" -- sleep 1 &
+sleep 0.3
+"$bin" write "$state" --timeout 0.3 < examples/state.json \
   || echo "   (the writer timed out; $state is unchanged)"
+wait
 
 echo "4. The result, and the directory (the hidden .lock file stays; no temp file remains):"
 "$bin" cat "$state" | jq -c '{launches, cursor}'
