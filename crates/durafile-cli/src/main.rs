@@ -371,12 +371,9 @@ fn run(cmd: Cmd) -> Result<ExitCode, Failure> {
         }
         Cmd::Cat { file, checksum } => {
             let mut verified = durafile::open(&file, &Options::new().checksum(checksum))?;
-            match io::copy(&mut verified, &mut io::stdout().lock()) {
-                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-                    Err(Failure::new(format!("cat {}: {e}", quote(&file))))
-                }
-                _ => Ok(ExitCode::SUCCESS),
-            }
+            unless_broken_pipe(io::copy(&mut verified, &mut io::stdout().lock()))
+                .map_err(|e| Failure::new(format!("cat {}: {e}", quote(&file))))?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify {
             paths,
@@ -616,22 +613,12 @@ fn update(file: &Path, write: &WriteArgs, command: &[OsString]) -> Result<ExitCo
     let current = out.open_current()?;
     // The child is registered before it can run: a signal from here on reaches it.
     let mut registered = signals::hold();
-    let mut child = spawn(
-        command,
-        Command::new(&command[0])
-            .args(&command[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-    )?;
+    let mut child = spawn_filter(command)?;
     registered.set_child(Some(child.id()));
     drop(registered);
     let mut stdin = child.stdin.take().expect("piped");
     let feeder = std::thread::spawn(move || match current {
-        // A command that stops reading early (say, `echo 0`) closes the pipe: not an error.
-        Some(mut src) => match io::copy(&mut src, &mut stdin) {
-            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
-            _ => Ok(()),
-        },
+        Some(mut src) => unless_broken_pipe(io::copy(&mut src, &mut stdin)),
         None => Ok(()),
     });
     let mut stdout = child.stdout.take().expect("piped");
@@ -695,6 +682,26 @@ fn spawn(command: &[OsString], cmd: &mut Command) -> Result<std::process::Child,
         };
         Failure::with_code(format!("run {}: {e}", show(command)), ExitCode::from(code))
     })
+}
+
+/// `command` as an `update` filter: the current content on its stdin, the new on its stdout.
+fn spawn_filter(command: &[OsString]) -> Result<std::process::Child, Failure> {
+    spawn(
+        command,
+        Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    )
+}
+
+/// `result`, with a closed pipe counted as success: a reader that stops early (`head`, or an
+/// update command that does not read all of its input, say `echo 0`) is not our failure.
+fn unless_broken_pipe<T>(result: io::Result<T>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 fn show(command: &[OsString]) -> String {

@@ -22,13 +22,15 @@ mod disabled {
     use std::ffi::OsString;
     use std::path::Path;
 
+    use durafile::error::quote;
+
     use crate::WriteArgs;
     use crate::failure::Failure;
 
     const UNSUPPORTED: &str = "this durafile was built without object-storage support (rebuild with `cargo build --release --features s3`)";
 
     fn unsupported(url: &Path) -> Failure {
-        Failure::new(format!("{}: {UNSUPPORTED}", url.display()))
+        Failure::new(format!("{}: {UNSUPPORTED}", quote(url)))
     }
 
     /// Refuses `url`: this build cannot reach object stores.
@@ -59,12 +61,11 @@ mod disabled {
 
 #[cfg(feature = "s3")]
 mod enabled {
+    use durafile::error::quote;
+    use durafile::remote::locate_object;
     use std::ffi::OsString;
     use std::io::{self, Read, Write};
     use std::path::Path;
-    use std::process::{Command, Stdio};
-
-    use durafile::remote::locate_object;
 
     use crate::WriteArgs;
     use crate::failure::{self, Failure};
@@ -81,7 +82,7 @@ mod enabled {
         io::stdin().read_to_end(&mut bytes).map_err(|e| {
             Failure::new(format!(
                 "read standard input: {e} ({} is unchanged)",
-                url.display()
+                quote(url)
             ))
         })?;
         check_json(url, &bytes, args.json, "standard input")?;
@@ -92,12 +93,8 @@ mod enabled {
     pub fn cat(url: &Path, require_checksum: bool) -> Result<(), Failure> {
         let (store, key) = locate_object(url)?;
         let bytes = store.read(&key, require_checksum)?;
-        match io::stdout().lock().write_all(&bytes) {
-            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-                Err(Failure::new(format!("cat {}: {e}", url.display())))
-            }
-            _ => Ok(()),
-        }
+        crate::unless_broken_pipe(io::stdout().lock().write_all(&bytes))
+            .map_err(|e| Failure::new(format!("cat {}: {e}", quote(url))))
     }
 
     /// `durafile update s3://... -- CMD`: CMD turns the current object into the new one, and runs
@@ -118,29 +115,19 @@ mod enabled {
 
     /// Runs `command` with `input` on its standard input; its standard output.
     fn run(url: &Path, command: &[OsString], input: &[u8]) -> Result<Vec<u8>, Failure> {
-        let mut child = crate::spawn(
-            command,
-            Command::new(&command[0])
-                .args(&command[1..])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-        )?;
+        let mut child = crate::spawn_filter(command)?;
         let mut stdin = child.stdin.take().expect("piped");
         let output = std::thread::scope(|s| {
-            // A command that stops reading early (say, `echo 0`) closes the pipe: not an error.
-            let feeder = s.spawn(move || match stdin.write_all(input) {
-                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
-                _ => Ok(()),
-            });
+            let feeder = s.spawn(move || crate::unless_broken_pipe(stdin.write_all(input)));
             let output = child.wait_with_output();
             (feeder.join().expect("feeder thread does not panic"), output)
         });
         let fail = |e: io::Error| {
             Failure::new(format!(
                 "update {}: running {}: {e}; {} is unchanged",
-                url.display(),
+                quote(url),
                 crate::show(command),
-                url.display()
+                quote(url)
             ))
         };
         let output = output.1.map_err(fail)?;
@@ -148,10 +135,10 @@ mod enabled {
             return Err(Failure::with_code(
                 format!(
                     "update {}: {} failed ({}); {} is unchanged",
-                    url.display(),
+                    quote(url),
                     crate::show(command),
                     output.status,
-                    url.display()
+                    quote(url)
                 ),
                 failure::exit_code(output.status),
             ));
@@ -168,8 +155,8 @@ mod enabled {
             .map_err(|e| {
                 Failure::new(format!(
                     "write {}: {what} is not valid JSON: {e} ({} is unchanged)",
-                    url.display(),
-                    url.display()
+                    quote(url),
+                    quote(url)
                 ))
             })
     }

@@ -229,7 +229,7 @@ impl AtomicFile {
     ) -> Result<AtomicFile> {
         let target = Target::resolve(path.as_ref())?;
         let lock_file = target.sibling(names::lock_name(&target.name));
-        let ours = fs::symlink_metadata(&lock_file).is_ok_and(|m| sys::file_id(&m) == lock.id());
+        let ours = sys::names_file(&lock_file, lock.id());
         if !ours || lock.mode() != LockMode::Exclusive {
             let why = format!(
                 "the lock given is {}'s, held {:?}; writing needs {}'s, held exclusive",
@@ -377,6 +377,13 @@ impl AtomicFile {
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
             other => other.map(Some),
         }
+    }
+
+    /// Writes `contents` and commits: the one-buffer writers' whole job. A failed write is
+    /// remembered by the file, and the commit reports it with its step and path.
+    pub(crate) fn commit_with(mut self, contents: &[u8]) -> Result<()> {
+        let _ = self.write_all(contents);
+        self.commit()
     }
 
     /// Publishes the new content: flush, permissions, fsync, rename, directory fsync, as the
@@ -698,7 +705,6 @@ impl Staged {
 /// (the kernel's `protected_regular` rule: root would put its data into another user's file,
 /// and an ordinary user's rename would fail with a bare EPERM).
 fn check_target(target: &Target) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
     // The name given counts as much as the name resolved: `.x.lock` is a lock file's name
     // even when a link makes it point elsewhere.
     let given = target.given.file_name().unwrap_or_default();
@@ -740,10 +746,7 @@ fn check_target(target: &Target) -> Result<()> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>, opts: &Options) -> Result<()> {
-    let mut file = AtomicFile::new(path, opts)?;
-    // A failed write is remembered by `file`; the commit reports it with its step and path.
-    let _ = file.write_all(contents.as_ref());
-    file.commit()
+    AtomicFile::new(path, opts)?.commit_with(contents.as_ref())
 }
 
 /// [`write`] for a file whose writers are already excluded by a lock the caller holds (a
@@ -755,8 +758,5 @@ pub(crate) fn write_covered(
     opts: &Options,
     predecessor: Option<&fs::Metadata>,
 ) -> Result<()> {
-    let mut file = AtomicFile::new_covered(path, opts, predecessor)?;
-    // A failed write is remembered by `file`; the commit reports it with its step and path.
-    let _ = file.write_all(contents);
-    file.commit()
+    AtomicFile::new_covered(path, opts, predecessor)?.commit_with(contents)
 }

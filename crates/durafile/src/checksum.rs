@@ -382,7 +382,7 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
     let (expected, whose) = match &target.meta {
         Some(data) => (Some(data.uid()), "the file's owner"),
         None => (
-            fs::metadata(&target.dir).ok().map(|d| d.uid()),
+            target.dir_meta.as_ref().map(|d| d.uid()),
             "the directory's owner",
         ),
     };

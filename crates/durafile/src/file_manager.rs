@@ -122,27 +122,21 @@ impl FileManager {
         E: From<Error>,
     {
         let path = path.as_ref();
-        #[cfg(feature = "s3")]
-        if crate::remote::is_url(path) {
-            let (store, key) = crate::remote::locate_object(path)?;
-            return store.update_with(&key, self.opts.get_checksum(), |current| {
-                let mut value = match current {
-                    Some(bytes) => parse(path, bytes)?,
-                    None => T::default(),
-                };
-                let result = f(&mut value)?;
-                Ok((self.to_bytes(path, &value)?, result))
-            });
-        }
-        // Concurrent updates of one file in this process share a commit (see group_commit).
-        crate::group_commit::update_returning(path, &self.opts, |current| {
+        let apply = |current: Option<&[u8]>| {
             let mut value = match current {
                 Some(bytes) => parse(path, bytes)?,
                 None => T::default(),
             };
             let result = f(&mut value)?;
             Ok((self.to_bytes(path, &value)?, result))
-        })
+        };
+        #[cfg(feature = "s3")]
+        if crate::remote::is_url(path) {
+            let (store, key) = crate::remote::locate_object(path)?;
+            return store.update_with(&key, self.opts.get_checksum(), apply);
+        }
+        // Concurrent updates of one file in this process share a commit (see group_commit).
+        crate::group_commit::update_returning(path, &self.opts, apply)
     }
 
     /// The bytes `write_json_file` would write for `value`.

@@ -56,7 +56,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
@@ -190,11 +190,10 @@ fn alone<R, E>(
 where
     E: From<Error>,
 {
-    let mut file = AtomicFile::for_target(target, opts)?;
+    let file = AtomicFile::for_target(target, opts)?;
     let current = file.read_current()?;
     let (new, r) = f(current.as_deref())?;
-    let _ = file.write_all(&new);
-    file.commit()?;
+    file.commit_with(&new)?;
     Ok(r)
 }
 
@@ -339,9 +338,7 @@ fn commit(group: Group) -> Result<()> {
         return file.discard();
     }
     file.set_durability(durability);
-    // A failed write is remembered by `file`; the commit reports it with its step and path.
-    let _ = file.write_all(content.as_deref().unwrap_or_default());
-    file.commit()
+    file.commit_with(content.as_deref().unwrap_or_default())
 }
 
 /// A copy of a group's error for each member (`Error` is not `Clone`).

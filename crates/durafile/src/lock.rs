@@ -382,7 +382,7 @@ pub(crate) fn lock_target(
             }
         }
         // Still named by its path (and so still linked): nobody replaced it while we waited.
-        let still_named = fs::symlink_metadata(&lock_file).is_ok_and(|m| sys::file_id(&m) == id);
+        let still_named = sys::names_file(&lock_file, id);
         if still_named {
             let records = mode == LockMode::Exclusive && opened.writable;
             if records {
@@ -530,7 +530,7 @@ fn remove_dead_temp(target: &Target, lock: &File) {
         return;
     }
     // Still the file we checked under that name; the flock we hold keeps a writer off it.
-    if fs::symlink_metadata(&path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta)) {
+    if sys::names_file(&path, sys::file_id(&meta)) {
         let _ = sys::remove_file(&path);
     }
 }
@@ -642,7 +642,7 @@ pub fn adopt_inherited(path: &Path, fd: std::os::fd::OwnedFd, mode: LockMode) ->
             .metadata()
             .map_err(|e| Error::io(Step::Lock, path, e))?,
     );
-    if !fs::symlink_metadata(&lock_file).is_ok_and(|m| sys::file_id(&m) == id) {
+    if !sys::names_file(&lock_file, id) {
         return Err(refuse(format!(
             "the inherited descriptor is not open on the lock file {}",
             quote(&lock_file)

@@ -490,7 +490,7 @@ fn apply(
     let mut conflicts = Vec::new();
     for (i, entry) in journal.entries.iter().enumerate() {
         let path = docs.path_of(&entry.key)?;
-        let mut file = AtomicFile::new(&path, docs.files().options())?;
+        let file = AtomicFile::new(&path, docs.files().options())?;
         let current = sha256_hex(&file.read_current()?.unwrap_or_default());
         if current == entry.after {
             file.discard()?;
@@ -506,8 +506,7 @@ fn apply(
                 });
             }
             keep_backup(&path, &backup.join(format!("{}.json", entry.key)))?;
-            let _ = io::Write::write_all(&mut file, &staged);
-            file.commit()?;
+            file.commit_with(&staged)?;
         } else {
             file.discard()?;
             conflicts.push(entry.key.clone());

@@ -169,7 +169,7 @@ fn examine(
         Err(TryLockError::Error(e)) => return Err(format!("cannot test its lock: {e}")),
     }
     // Remove it only if the name still refers to the file we locked.
-    let same = fs::symlink_metadata(&path).is_ok_and(|m| sys::file_id(&m) == sys::file_id(&meta));
+    let same = sys::names_file(&path, sys::file_id(&meta));
     if !same {
         return Err("it was replaced while being examined".into());
     }

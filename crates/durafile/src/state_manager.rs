@@ -168,8 +168,10 @@ impl StateManager {
             return self.create_remote(&self.files.to_bytes(&self.dir, state)?);
         }
         let _lock = self.lock()?;
-        let number = self.next_number()?;
-        let previous = self.newest_meta()?;
+        // One listing serves both: the lock keeps other savers out in between.
+        let newest = self.newest()?;
+        let number = next_number(newest.as_ref())?;
+        let previous = newest_meta(newest.as_ref())?;
         let path = self.path_of(number);
         let mut file = AtomicFile::new_covered(&path, self.files.options(), previous.as_ref())?;
         self.files.serialize_into(&mut file, state)?;
@@ -282,26 +284,17 @@ impl StateManager {
         let had_checksum = fs::symlink_metadata(checksum::sidecar_path(&source)).is_ok();
         let opts = self.files.options();
         let opts = opts.clone().checksum(opts.get_checksum() || had_checksum);
-        let next = self.next_number()?;
-        let previous = self.newest_meta()?;
+        let newest = self.newest()?;
+        let next = next_number(newest.as_ref())?;
+        let previous = newest_meta(newest.as_ref())?;
         crate::atomic::write_covered(&self.path_of(next), &bytes, &opts, previous.as_ref())?;
         self.prune()?;
         Ok(next)
     }
 
-    /// The newest generation's metadata: a new generation (and its sidecar) takes its mode,
-    /// owner and group, so a state kept private stays private. `None` before the first save.
-    fn newest_meta(&self) -> Result<Option<fs::Metadata>> {
-        let Some(newest) = self.history()?.into_iter().next() else {
-            return Ok(None);
-        };
-        match fs::symlink_metadata(&newest.path) {
-            Ok(meta) if meta.is_file() => Ok(Some(meta)),
-            // Pruned by a save we cannot see (none under our lock) or not a file: no model.
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(Step::Inspect, &newest.path, e)),
-        }
+    /// The newest generation, `None` before the first save.
+    fn newest(&self) -> Result<Option<Generation>> {
+        Ok(self.history()?.into_iter().next())
     }
 
     fn path_of(&self, number: u64) -> PathBuf {
@@ -311,26 +304,6 @@ impl StateManager {
     fn lock(&self) -> Result<FileLock> {
         let timeout = self.files.options().get_lock_timeout();
         lock::acquire(&self.dir.join(&self.name), LockMode::Exclusive, timeout)
-    }
-
-    /// One more than the newest generation. At `u64::MAX` there is no next number: wrapping
-    /// to 0 would make every later save rewrite generation 0 and lose the order.
-    fn next_number(&self) -> Result<u64> {
-        let Some(newest) = self.history()?.into_iter().next() else {
-            return Ok(1);
-        };
-        newest.number.checked_add(1).ok_or_else(|| {
-            Error::io(
-                Step::Write,
-                &newest.path,
-                io::Error::other(format!(
-                    "generation {} is the largest number a generation can have, so no newer \
-                     one can be saved (rename the generations to small numbers, keeping their \
-                     order, or move them away)",
-                    newest.number
-                )),
-            )
-        })
     }
 
     /// Removes all but the newest `keep` generations, with their checksum sidecars. A file at
@@ -380,7 +353,7 @@ impl StateManager {
     /// PUT is what keeps two hosts from both writing generation N: the loser counts again.
     fn create_remote(&self, bytes: &[u8]) -> Result<u64> {
         loop {
-            let number = self.next_number()?;
+            let number = next_number(self.newest()?.as_ref())?;
             let (store, key) = crate::remote::locate_object(&self.path_of(number))?;
             if store.create(&key, bytes)? {
                 self.prune()?;
@@ -388,4 +361,39 @@ impl StateManager {
             }
         }
     }
+}
+
+/// The newest generation's metadata: a new generation (and its sidecar) takes its mode,
+/// owner and group, so a state kept private stays private. `None` before the first save.
+fn newest_meta(newest: Option<&Generation>) -> Result<Option<fs::Metadata>> {
+    let Some(newest) = newest else {
+        return Ok(None);
+    };
+    match fs::symlink_metadata(&newest.path) {
+        Ok(meta) if meta.is_file() => Ok(Some(meta)),
+        // Pruned by a save we cannot see (none under our lock) or not a file: no model.
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(Step::Inspect, &newest.path, e)),
+    }
+}
+
+/// One more than the newest generation. At `u64::MAX` there is no next number: wrapping
+/// to 0 would make every later save rewrite generation 0 and lose the order.
+fn next_number(newest: Option<&Generation>) -> Result<u64> {
+    let Some(newest) = newest else {
+        return Ok(1);
+    };
+    newest.number.checked_add(1).ok_or_else(|| {
+        Error::io(
+            Step::Write,
+            &newest.path,
+            io::Error::other(format!(
+                "generation {} is the largest number a generation can have, so no newer \
+                 one can be saved (rename the generations to small numbers, keeping their \
+                 order, or move them away)",
+                newest.number
+            )),
+        )
+    })
 }

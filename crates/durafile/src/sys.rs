@@ -466,6 +466,12 @@ pub(crate) fn file_id(meta: &fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
+/// Whether `path` itself (not a link's target) still names the file `id`: a lock, temp or
+/// data file nobody renamed, removed or replaced since we opened it.
+pub(crate) fn names_file(path: &Path, id: (u64, u64)) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| file_id(&m) == id)
+}
+
 /// Removes `path`; `Ok(false)` when it was already gone.
 pub(crate) fn remove_if_exists(path: &Path) -> io::Result<bool> {
     match remove_file(path) {
