@@ -41,7 +41,8 @@
 //!    releasing the lock (see `Staged::release_lock_early` for why that is safe).
 //!
 //! With a checksum sidecar, steps 7 and 8 sit inside the [pair protocol](crate::checksum):
-//! the sidecar lists old and new digests before the rename and only the new one after.
+//! the sidecar lists new and old digests before the rename and is cut down to the new one
+//! after (the module docs count the fsyncs, creates and renames of each kind of write).
 //!
 //! An fsync error is final for that write: Linux may drop the dirty pages after reporting it
 //! once, so a retried fsync can "succeed" with the data lost. durafile never retries it and
@@ -398,11 +399,9 @@ impl AtomicFile {
     pub fn commit(self) -> Result<()> {
         let mut staged = self.stage(true)?;
         if sys::mutant("checksum_finish_first")
-            && let Some((_, new)) = &staged.pair
+            && let Some(pair) = &staged.pair
         {
-            let f = &staged.file;
-            let owner = f.owner.as_ref();
-            checksum::write_sidecar(&f.target, &[*new], Phase::Finish, true, f.mode, owner)?;
+            checksum::finish_sidecar(&pair.sidecar, &staged.file.target, &pair.new)?;
         }
         staged.publish()?;
         if staged.needs_dir_sync() {
@@ -423,9 +422,9 @@ impl AtomicFile {
     }
 
     /// The first half of the checksum pair protocol: make the sidecar list the new digest
-    /// beside the old ones. Returns the old digests and the new one when the sidecar must be
-    /// reduced after the rename (or restored, if the rename fails).
-    fn begin_checksum(&mut self, sync_dir: bool) -> Result<Option<(Vec<Digest>, Digest)>> {
+    /// first, then the old ones. Returns what is needed to cut it down after the rename (or
+    /// to restore it, if the rename fails).
+    fn begin_checksum(&mut self, sync_dir: bool) -> Result<Option<Pair>> {
         let Some(Checksum { hasher, old }) = self.checksum.take() else {
             return Ok(None);
         };
@@ -446,17 +445,20 @@ impl AtomicFile {
             checksum::set_sidecar_mode(&self.target, self.mode)?;
             return Ok(None);
         }
-        let mut listed: Vec<Digest> = old.iter().copied().filter(|d| *d != new).collect();
-        listed.push(new);
+        // The new digest first: the last step keeps the first line.
+        let listed: Vec<Digest> = std::iter::once(new)
+            .chain(old.iter().copied().filter(|d| *d != new))
+            .collect();
         let sync = self.durability != Durability::None;
         let owner = self.owner.as_ref();
-        checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode, owner)?;
+        let sidecar =
+            checksum::write_sidecar(&self.target, &listed, Phase::Begin, sync, self.mode, owner)?;
         if sync && sync_dir {
             self.target.with_dir(Step::ChecksumBegin, |dir| {
                 sys::sync_dir_file(dir).map_err(self.at(Step::ChecksumBegin))
             })?;
         }
-        Ok(Some((old, new)))
+        Ok(Some(Pair { old, new, sidecar }))
     }
 
     /// After a failed rename, puts the sidecar back as it was, so that it does not keep
@@ -605,8 +607,19 @@ impl Drop for AtomicFile {
 #[derive(Debug)]
 pub(crate) struct Staged {
     file: AtomicFile,
-    /// The old digests and the new one, when the sidecar lists both (pair protocol begun).
-    pair: Option<(Vec<Digest>, Digest)>,
+    /// Set once the sidecar lists both the new and the old digests (pair protocol begun).
+    pair: Option<Pair>,
+}
+
+/// A begun checksum pair protocol.
+#[derive(Debug)]
+struct Pair {
+    /// What the sidecar listed before, to put back if the rename fails.
+    old: Vec<Digest>,
+    /// The new content's digest, the sidecar's first line.
+    new: Digest,
+    /// The sidecar written at the beginning, which the last step cuts down.
+    sidecar: File,
 }
 
 impl Staged {
@@ -632,8 +645,8 @@ impl Staged {
                 .map_err(f.at(Step::Rename))
         });
         if let Err(e) = renamed {
-            if let Some((old, _)) = &self.pair {
-                f.restore_sidecar(old);
+            if let Some(pair) = &self.pair {
+                f.restore_sidecar(&pair.old);
             }
             return Err(e);
         }
@@ -665,8 +678,9 @@ impl Staged {
     /// Nothing of ours is exposed to the next holder: the temp file the lock file records for
     /// it (which a holder removes when its writer is dead) was renamed away before the
     /// release, and everything left to do goes through our own descriptors (the pinned
-    /// directory's fsync). With a sidecar the lock is kept, since its last step rewrites the
-    /// sidecar, which a next writer would read and replace.
+    /// directory's fsync). With a sidecar the lock is kept: a next writer would find the
+    /// two-digest sidecar its last step has yet to cut down, and hash the whole current
+    /// content to learn which digest is current.
     pub(crate) fn release_lock_early(&mut self) {
         if self.pair.is_none() {
             self.file._lock = None;
@@ -688,13 +702,8 @@ impl Staged {
 
     /// The second half of the pair protocol: the sidecar lists the new digest only.
     pub(crate) fn finish(self) -> Result<()> {
-        match self.pair {
-            Some((_, new)) => {
-                let f = &self.file;
-                let sync = f.durability != Durability::None;
-                let owner = f.owner.as_ref();
-                checksum::write_sidecar(&f.target, &[new], Phase::Finish, sync, f.mode, owner)
-            }
+        match &self.pair {
+            Some(pair) => checksum::finish_sidecar(&pair.sidecar, &self.file.target, &pair.new),
             None => Ok(()),
         }
     }

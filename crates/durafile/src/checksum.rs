@@ -14,22 +14,43 @@
 //! write, under the path's exclusive lock, goes:
 //!
 //! 1. Write and fsync the new data to its temp file, hashing it on the way (no second pass).
-//! 2. **Begin**: replace the sidecar with one listing the old digest(s) *and* the new one;
-//!    fsync it and the directory, so this is durable before step 3 can be.
-//! 3. Rename the data over the target (and fsync the directory for `Full`).
-//! 4. **Finish**: replace the sidecar with one listing the new digest only.
+//! 2. **Begin**: replace the sidecar with one listing the new digest *first*, then the old
+//!    one; fsync it and the directory, so this is durable before step 3 can be.
+//! 3. Rename the data over the target and fsync the directory.
+//! 4. **Finish**: cut the sidecar written in step 2 down to its first line (one `ftruncate`
+//!    through the descriptor still open from step 2, no new file, no fsync).
 //!
 //! A crash at any point leaves the old data with a sidecar listing the old digest, or old or
 //! new data with a sidecar listing both, or the new data with the new digest: durafile never
 //! reports a mismatch for content it wrote. The same holds after a power loss at
 //! [`Durability::Full`] and [`Durability::Consistent`]: with a sidecar, both fsync the
-//! directory after the data rename so that step 4 cannot reach the disk before step 3
-//! (so with checksums `Consistent` costs as much as `Full`). At [`Durability::None`] nothing is
-//! ordered on disk, and after a power loss a file may fail verification; `durafile recover`
-//! then lists it. `durafile recover`
-//! reduces a two-digest sidecar to the digest of the current content. Anything that changes
-//! the data outside durafile (a flipped bit, a truncation, an appended line) matches none of
-//! the listed digests and is reported as [`Error::ChecksumMismatch`].
+//! directory after the data rename, so the data is durable before step 4 starts (so with
+//! checksums `Consistent` costs as much as `Full`). Step 4 needs no fsync of its own: the
+//! two-line sidecar it shortens is already durable and lists the new digest first, so a
+//! power loss leaves either line set, and both verify the new data. A file's size is one field
+//! of its inode, logged whole by journaling filesystems; but a filesystem may zero the tail
+//! of the block past the new end of file before the new size reaches the disk, so a sidecar
+//! of durafile's first line followed by a line's length of bytes starting with a NUL is read
+//! as listing that first line. At [`Durability::None`] nothing is ordered on disk, and after
+//! a power loss a file may fail verification; `durafile recover` then lists it. `durafile
+//! recover` reduces a two-digest sidecar to the digest of the current content. Anything that
+//! changes the data outside durafile (a flipped bit, a truncation, an appended line) matches
+//! none of the listed digests and is reported as [`Error::ChecksumMismatch`].
+//!
+//! ## What a write costs
+//!
+//! | write | fsyncs | files created | renames | other |
+//! |---|---|---|---|---|
+//! | `Full`, no checksum | 2 (data, directory) | 1 | 1 | |
+//! | `Consistent`, no checksum | 1 (data) | 1 | 1 | |
+//! | `None`, no checksum | 0 | 1 | 1 | |
+//! | `Full` or `Consistent`, checksum | 4 (data, sidecar, directory, directory) | 2 | 2 | 1 `ftruncate` |
+//! | `None`, checksum | 0 | 2 | 2 | 1 `ftruncate` |
+//!
+//! The two directory fsyncs of a checksummed write are the minimum for two files whose
+//! renames must reach the disk in order, since a rename not yet covered by a directory
+//! fsync may be lost independently of another; the old protocol rewrote the sidecar a
+//! second time in step 4 (5 fsyncs, 3 files created, 3 renames).
 //!
 //! The old digest comes from the old sidecar; a file that had none (or whose sidecar an
 //! interrupted write left listing two) is hashed once, so that a crash during its write cannot
@@ -302,6 +323,9 @@ fn too_large(len: u64) -> String {
 /// distinct digests, byte for byte what [`format_sidecar`] makes of them. Anything else,
 /// even what `sha256sum -c` accepts, is someone else's file.
 fn ours(text: &[u8], name: &OsStr) -> Result<Vec<Digest>, String> {
+    if let Some(first) = interrupted_finish(text, name) {
+        return Ok(vec![first]);
+    }
     let digests = parse_sidecar(text, name)?;
     let distinct = digests.len() == 1 || (digests.len() == 2 && digests[0] != digests[1]);
     if !distinct {
@@ -316,6 +340,22 @@ fn ours(text: &[u8], name: &OsStr) -> Result<Vec<Digest>, String> {
         return Err(why.into());
     }
     Ok(digests)
+}
+
+/// The digest a sidecar lists when it is what a power loss during a write's last step can
+/// leave (see the [module docs](self)): durafile's one-digest line, then as many bytes as a
+/// line holds, the first of them NUL, where the filesystem zeroed the cut-off second line
+/// but did not record the shorter size yet. No `sha256sum` output holds a NUL.
+fn interrupted_finish(text: &[u8], name: &OsStr) -> Option<Digest> {
+    let end = text.iter().position(|b| *b == b'\n')? + 1;
+    let (line, rest) = text.split_at(end);
+    if rest.len() != line.len() || rest[0] != 0 {
+        return None;
+    }
+    match parse_sidecar(line, name) {
+        Ok(digests) if format_sidecar(&digests, name) == line => Some(digests[0]),
+        _ => None,
+    }
 }
 
 /// The error for a sidecar that is not durafile's where one is needed: a read that must
@@ -454,7 +494,8 @@ pub(crate) fn remove_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
     Ok(found)
 }
 
-/// Which half of the pair protocol a sidecar replacement is.
+/// Which step a sidecar replacement is: the first of the pair protocol, or a replacement by
+/// the final list (recovery, or putting a sidecar back after a failed rename).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     Begin,
@@ -463,10 +504,10 @@ pub(crate) enum Phase {
 
 /// Replaces `target`'s sidecar with one listing `digests`: temp file, fsync if `sync`, rename.
 /// After [`Phase::Begin`] the caller fsyncs the directory, so that it is durable before the
-/// data rename.
-/// The sidecar gets the data file's `mode` and the owner and group of `owner` (the data file's
-/// metadata, or its predecessor's for a new one): a digest of a private file can give away a
-/// guessable secret. Both are set through the temp file's descriptor.
+/// data rename, and later cuts it down with [`finish_sidecar`] through the returned
+/// descriptor. The sidecar gets the data file's `mode` and the owner and group of `owner`
+/// (the data file's metadata, or its predecessor's for a new one): a digest of a private file
+/// can give away a guessable secret. Both are set through the temp file's descriptor.
 pub(crate) fn write_sidecar(
     target: &Target,
     digests: &[Digest],
@@ -474,7 +515,7 @@ pub(crate) fn write_sidecar(
     sync: bool,
     mode: u32,
     owner: Option<&fs::Metadata>,
-) -> Result<()> {
+) -> Result<File> {
     let (step, before_write, before_rename) = match phase {
         Phase::Begin => (
             Step::ChecksumBegin,
@@ -514,7 +555,18 @@ pub(crate) fn write_sidecar(
         let _ = sys::remove_file(&temp);
         return Err(e);
     }
-    Ok(())
+    Ok(file)
+}
+
+/// The pair protocol's last step: cuts the sidecar that [`write_sidecar`] made at
+/// [`Phase::Begin`] (listing `new` first) down to its first line. Through the descriptor
+/// of the file durafile created: if the name meanwhile leads elsewhere, only our own
+/// file is shortened.
+pub(crate) fn finish_sidecar(sidecar: &File, target: &Target, new: &Digest) -> Result<()> {
+    let len = format_sidecar(&[*new], &target.name).len() as u64;
+    fault::point("durafile::checksum_finish")
+        .and_then(|()| sys::shrink(sidecar, len))
+        .map_err(|e| Error::io(Step::ChecksumFinish, &target.given, e))
 }
 
 /// What [`verify`] found.
@@ -827,6 +879,28 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(&text)
             );
+        }
+    }
+
+    #[test]
+    fn an_interrupted_finish_lists_the_first_line_only() {
+        let name = OsStr::new("a.json");
+        let (d1, d2) = ([1u8; 32], [2u8; 32]);
+        let line = format_sidecar(&[d1], name);
+        let mut zeroed = line.clone();
+        zeroed.resize(2 * line.len(), 0);
+        assert_eq!(ours(&zeroed, name), Ok(vec![d1]));
+        // A block boundary inside the second line: zeroed to there, the rest as it was.
+        let mut partly = format_sidecar(&[d1, d2], name);
+        partly[line.len()..line.len() + 10].fill(0);
+        assert_eq!(ours(&partly, name), Ok(vec![d1]));
+        for text in [
+            [line.clone(), vec![0; line.len() - 1]].concat(),
+            [line.clone(), vec![0; line.len() + 1]].concat(),
+            [line.clone(), vec![b'x'; line.len()]].concat(),
+            [vec![0; line.len()], line.clone()].concat(),
+        ] {
+            assert!(ours(&text, name).is_err(), "{text:?}");
         }
     }
 

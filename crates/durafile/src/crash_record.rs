@@ -14,7 +14,8 @@
 //! visible or durable: an fsync, a rename or a link. durafile writes each file it creates
 //! front to back and never writes it again after the first of those operations, so the
 //! content at any crash point is a prefix of the snapshot that follows it; the model lets
-//! un-fsynced data be cut at any byte anyway. (The model also notes that a file first seen
+//! un-fsynced data be cut at any byte anyway. The one later change is a shrink (the checksum
+//! sidecar cut down to its first line), recorded as a new snapshot as soon as it is made. (The model also notes that a file first seen
 //! without a snapshot has unknown content, and uses its next snapshot for it.)
 //!
 //! Files are identified by a model id, not an inode number: the kernel reuses inode numbers
@@ -204,9 +205,7 @@ pub fn stop() -> Trace {
 
 /// Adds a label to the recording, between the operations before and after it.
 pub fn mark(label: impl Into<String>) {
-    if let Some(rec) = &mut state().recorder {
-        rec.trace.events.push(Event::Mark(label.into()));
-    }
+    record(Event::Mark(label.into()));
 }
 
 /// Switches on `mutation` (or, with `None`, back to the correct protocol), process-wide.
@@ -269,18 +268,32 @@ pub(crate) fn created(path: &Path, file: &File) {
 
 /// Called just before `file` is fsynced: its content as the kernel holds it.
 pub(crate) fn fsynced(file: &File) {
+    if let Some(id) = snapshot(file) {
+        record(Event::Fsync { id });
+    }
+}
+
+/// Called just after `file` was cut short: its content now (not yet durable).
+pub(crate) fn shrunk(file: &File) {
+    snapshot(file);
+}
+
+/// Records `file`'s whole content as an [`Event::Data`], returning its model id.
+fn snapshot(file: &File) -> Option<u64> {
     let mut state = state();
-    let Some(rec) = &mut state.recorder else {
-        return;
-    };
-    let Ok(meta) = file.metadata() else { return };
-    let Some(id) = rec.id_of(&meta) else { return };
+    let rec = state.recorder.as_mut()?;
+    let id = rec.id_of(&file.metadata().ok()?)?;
     // The descriptor may be write-only: read the inode through a fresh open of it.
     let proc = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    if let Ok(content) = fs::read(proc) {
-        rec.trace.events.push(Event::Data { id, content });
+    let content = fs::read(proc).ok()?;
+    rec.trace.events.push(Event::Data { id, content });
+    Some(id)
+}
+
+fn record(event: Event) {
+    if let Some(rec) = &mut state().recorder {
+        rec.trace.events.push(event);
     }
-    rec.trace.events.push(Event::Fsync { id });
 }
 
 /// The path the kernel gives for the open directory `dir`, while a recording is active.

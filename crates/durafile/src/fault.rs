@@ -8,8 +8,9 @@
 //! The points: `durafile::after_create`, `durafile::write`, `durafile::set_permissions`,
 //! `durafile::before_sync`, `durafile::after_sync`, `durafile::before_rename`,
 //! `durafile::before_sync_dir`; and for the checksum sidecar, `durafile::checksum_begin`,
-//! `durafile::checksum_begin_rename`, `durafile::checksum_finish`,
-//! `durafile::checksum_finish_rename`; and `durafile::hash`, in the thread that hashes large
+//! `durafile::checksum_begin_rename`, `durafile::checksum_finish` (before the sidecar is cut
+//! down to the new digest, or rewritten by recovery or after a failed rename) and
+//! `durafile::checksum_finish_rename` (that rewrite's rename); and `durafile::hash`, in the thread that hashes large
 //! content ([`crate::hasher`]), before each piece.
 
 use std::io;

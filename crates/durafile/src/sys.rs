@@ -6,7 +6,7 @@
 //! [`File::sync_all`] is `fsync(2)` on Linux and `fcntl(F_FULLFSYNC)` on macOS, where a plain
 //! `fsync` does not flush the drive's cache.
 //!
-//! Every durability-relevant call (create, fsync, rename, link, unlink, mkdir, rmdir,
+//! Every durability-relevant call (create, fsync, rename, link, unlink, mkdir, rmdir, shrink,
 //! directory fsync, whether by path or through a pinned directory's descriptor) goes through
 //! here, so that with the `crash-model` feature each one is reported to `crash_record` for
 //! the crash-state checker; without the feature the reports compile to nothing.
@@ -329,6 +329,15 @@ pub(crate) fn sync_file(file: &File) -> io::Result<()> {
     #[cfg(feature = "crash-model")]
     crate::crash_record::fsynced(file);
     file.sync_all()
+}
+
+/// Cuts `file` down to its first `len` bytes (`ftruncate(2)`): one change of the inode's
+/// size, with no new file and no rename.
+pub(crate) fn shrink(file: &File, len: u64) -> io::Result<()> {
+    file.set_len(len)?;
+    #[cfg(feature = "crash-model")]
+    crate::crash_record::shrunk(file);
+    Ok(())
 }
 
 /// A second name `to` for the file at `from`, or where the filesystem has no hard links, a

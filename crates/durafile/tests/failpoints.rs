@@ -178,11 +178,6 @@ fn every_checksum_step_fails_without_false_alarm() {
         ("durafile::before_rename", Step::Rename, false),
         ("durafile::before_sync_dir", Step::SyncDir, true),
         ("durafile::checksum_finish", Step::ChecksumFinish, true),
-        (
-            "durafile::checksum_finish_rename",
-            Step::ChecksumFinish,
-            true,
-        ),
     ];
     let opts = Options::new().checksum(true);
     for &(point, step, replaced) in points {

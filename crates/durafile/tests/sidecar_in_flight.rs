@@ -38,8 +38,9 @@ fn a_write_after_an_interrupted_one_lists_two_digests_not_three() {
     assert_eq!(fs::read(&data).unwrap(), b"b");
     assert_eq!(
         fs::read_to_string(&sidecar).unwrap(),
-        format!("{}  data\n{}  data\n", digest(b"b"), digest(b"c")),
-        "the current content's digest and the new one, nothing else"
+        format!("{}  data\n{}  data\n", digest(b"c"), digest(b"b")),
+        "the new digest first (the line a finished write keeps), then the current \
+         content's, nothing else"
     );
     assert!(matches!(
         checksum::verify(&data).unwrap(),

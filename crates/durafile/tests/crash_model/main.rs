@@ -587,3 +587,38 @@ fn a_reordered_checksum_protocol_is_found() {
         "{failures:#?}"
     );
 }
+
+/// The fsyncs, creates and renames of one replace of an existing file, as the `checksum`
+/// module docs count them; a checksummed write also cuts its sidecar down (a snapshot with
+/// no fsync after it, the trace's last event).
+#[test]
+fn each_kind_of_write_makes_the_documented_operations() {
+    use crash_record::Event;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let expected = [
+        (Durability::Full, false, (2, 1, 1)),
+        (Durability::Consistent, false, (1, 1, 1)),
+        (Durability::None, false, (0, 1, 1)),
+        (Durability::Full, true, (4, 2, 2)),
+        (Durability::Consistent, true, (4, 2, 2)),
+        (Durability::None, true, (0, 2, 2)),
+    ];
+    for (level, sum, counts) in expected {
+        let o = opts(level, sum);
+        let (_dir, trace) = record(
+            |root| durafile::write(root.join("t.json"), version(0, 0), &o).unwrap(),
+            |root| durafile::write(root.join("t.json"), version(1, 0), &o).unwrap(),
+        );
+        let count = |f: fn(&Event) -> bool| trace.events.iter().filter(|e| f(e)).count();
+        let fsyncs = count(|e| matches!(e, Event::Fsync { .. } | Event::DirFsync { .. }));
+        let creates = count(|e| matches!(e, Event::Create { .. }));
+        let renames = count(|e| matches!(e, Event::Rename { .. }));
+        let ctx = format!("{level} checksum={sum}: {:#?}", trace.events);
+        assert_eq!((fsyncs, creates, renames), counts, "{ctx}");
+        let shrunk = match trace.events.last() {
+            Some(Event::Data { content, .. }) => content.iter().filter(|b| **b == b'\n').count(),
+            _ => 0,
+        };
+        assert_eq!(shrunk, usize::from(sum), "{ctx}");
+    }
+}

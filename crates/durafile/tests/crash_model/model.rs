@@ -9,6 +9,11 @@
 //!   the states tried cut it at 0, 1, the middle, one short and in full, at every page
 //!   boundary in between (up to four), and once with its length kept and its bytes zeroed
 //!   (ext4 `data=writeback` can show that).
+//! - **A shrink** (`ftruncate` to a shorter length) not yet covered by an fsync may be lost
+//!   or kept, as a whole: a file's size is one inode field, which journaling filesystems log
+//!   whole. Also tried: the old length with the cut-off bytes zeroed, since a filesystem
+//!   zeroes the tail of the block past the new end of file in the page cache, and that page
+//!   can be written back before the new size is logged.
 //! - **Directory entries.** A create, rename, link, unlink, mkdir or rmdir is kept once an
 //!   fsync of its directory (of both, for a rename across directories) returned after it.
 //!   Before that it may be lost, independently of every other entry, with two exceptions that
@@ -395,6 +400,14 @@ fn subsets(pending: &[Pending]) -> Vec<(BTreeSet<usize>, bool)> {
 fn cuts(cur: &[u8], syn: &[u8]) -> Vec<(Vec<u8>, String)> {
     let mut out = vec![(cur.to_vec(), "whole".to_string())];
     if cur == syn {
+        return out;
+    }
+    if syn.starts_with(cur) {
+        let (lo, hi) = (cur.len(), syn.len());
+        let mut zeroed = cur.to_vec();
+        zeroed.resize(hi, 0);
+        out.push((syn.to_vec(), format!("shrink to {lo} bytes lost")));
+        out.push((zeroed, format!("shrink lost, bytes {lo}..{hi} zeroed")));
         return out;
     }
     if !cur.starts_with(syn) {
