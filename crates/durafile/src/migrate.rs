@@ -150,6 +150,28 @@ pub struct DirMigration {
     pub skipped: Vec<Skipped>,
 }
 
+impl DirMigration {
+    /// Counts document `key`, found at version `from`, staged number `i` of `n`: as current,
+    /// or as one to migrate. Returns whether it must be staged (it needs migrating and this is
+    /// not a dry run). The local and the object-storage migrations count alike.
+    pub(crate) fn count(
+        &mut self,
+        key: &str,
+        from: u64,
+        dry_run: bool,
+        progress: &dyn Fn(&str, usize, usize),
+        (i, n): (usize, usize),
+    ) -> bool {
+        progress("stage", i + 1, n);
+        if from == self.to {
+            self.current += 1;
+            return false;
+        }
+        self.migrated.push((key.to_owned(), from));
+        !dry_run
+    }
+}
+
 /// A `*.json` file of a migrated directory that is not a document durafile can migrate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -349,13 +371,7 @@ impl Migrator {
                     return Err(e);
                 }
             };
-            progress("stage", i + 1, keys.len());
-            if from == to {
-                report.current += 1;
-                continue;
-            }
-            report.migrated.push((key.clone(), from));
-            if dry_run {
+            if !report.count(key, from, dry_run, progress, (i, keys.len())) {
                 continue;
             }
             let bytes = docs.files().to_bytes(&path, &doc)?;

@@ -113,13 +113,7 @@ pub(super) fn migrate_prefix(
         let path = docs.path_of(key)?;
         let before = store.read(&locate_object(&path)?.1, checksum)?;
         let (doc, from) = m.migrate_value(parse(&path, &before)?, Some(to), &path)?;
-        progress("stage", i + 1, keys.len());
-        if from == to {
-            report.current += 1;
-            continue;
-        }
-        report.migrated.push((key.clone(), from));
-        if dry_run {
+        if !report.count(key, from, dry_run, progress, (i, keys.len())) {
             continue;
         }
         let bytes = docs.files().to_bytes(&path, &doc)?;
