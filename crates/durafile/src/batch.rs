@@ -17,7 +17,7 @@
 //! # Group commit, and what is durable when
 //!
 //! Documents are committed in groups of up to [`BatchProcessor::group_size`] files, fewer
-//! when the descriptors a group holds (three per document until it commits) would not fit the
+//! when the descriptors a group holds (up to four per document until it commits) would not fit the
 //! process's `RLIMIT_NOFILE`:
 //!
 //! 1. their locks are taken in one global order (so two batches cannot deadlock);
@@ -214,8 +214,8 @@ impl BatchProcessor {
     }
 
     /// Commits at most `n` documents (at least 1) together. Each holds a lock, an open temp
-    /// file and its checked directory until its group commits, so this bounds open
-    /// descriptors at about 3n. Whatever
+    /// file, its checked directory and (with a checksum) its sidecar until its group commits,
+    /// so this bounds open descriptors at about 4n. Whatever
     /// `n` says, a group is made small enough that its descriptors fit the process's limit
     /// (`RLIMIT_NOFILE`, less those already open and some headroom for the workers).
     #[must_use]
@@ -290,14 +290,14 @@ impl BatchProcessor {
         BatchReport { outcomes }
     }
 
-    /// The group size, made to fit the descriptors this process may still open: three per
-    /// document held until the group commits (its lock, its temp file and the pinned
-    /// directory every step goes through), and a few per
+    /// The group size, made to fit the descriptors this process may still open: four per
+    /// document held until the group commits (its lock, its temp file, the pinned directory
+    /// every step goes through and the sidecar that the last step cuts down), and a few per
     /// worker for the moment (the current content, the sidecar and its temp file, a
     /// directory to fsync). Running out part-way would fail documents for no reason of
     /// their own.
     fn fitting_group_size(&self) -> usize {
-        const HELD_PER_DOCUMENT: u64 = 3;
+        const HELD_PER_DOCUMENT: u64 = 4;
         const BRIEF_PER_WORKER: u64 = 4;
         const SPARE: u64 = 8;
         let Some(limit) = sys::open_files_limit() else {
