@@ -69,7 +69,9 @@
 //! whose it is, by reads and writes alike, before anything changes; every mode change of a
 //! sidecar goes through a descriptor. A reader without a lock judges a refusal again under the
 //! shared lock: a group member writing the owner's file makes a sidecar of their own an
-//! instant before their data replaces the owner's.
+//! instant before their data replaces the owner's. So does a reader that needs a sidecar and
+//! finds one that does not parse: while a writer cuts it down, the kernel zeroes the cut-off
+//! bytes in the very page a reader may be copying.
 //!
 //! A regular, trusted file is durafile's only when it is byte for byte what durafile writes for
 //! this one file: one `<digest>  NAME` line, or two while a write is in flight. Anything else
@@ -611,16 +613,17 @@ pub enum Verification {
 pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
     let target = Target::resolve(path.as_ref())?;
     // Look before hashing what may be a large file: no sidecar, or one that is not durafile's.
-    match load_sidecar(&target, Step::Verify) {
+    // A refusal, and a sidecar that does not parse (which a verification then requires to
+    // be durafile's), are judged again by `verified`, where no writer can be half-way.
+    let foreign = match load_sidecar(&target, Step::Verify) {
         Ok(Sidecar::Absent) => return Ok(Verification::NoChecksum),
-        Ok(Sidecar::Foreign(reason)) => return Err(foreign_error(&target, reason)),
-        // A refusal is judged again by `verified`, where no writer can be half-way.
-        Ok(Sidecar::Ours(_)) | Err(Error::ChecksumFileRefused { .. }) => {}
+        Ok(Sidecar::Foreign(_)) => true,
+        Ok(Sidecar::Ours(_)) | Err(Error::ChecksumFileRefused { .. }) => false,
         Err(e) => return Err(e),
-    }
-    let ((), digest, listed) = verified(&target, &Options::new(), false, |file| {
-        Ok(((), hash_reader(file)?))
-    })?;
+    };
+    let opts = Options::new().checksum(foreign);
+    let ((), digest, listed) =
+        verified(&target, &opts, false, |file| Ok(((), hash_reader(file)?)))?;
     Ok(match listed {
         // The sidecar went away after we looked: there was nothing to verify against.
         0 => Verification::NoChecksum,
@@ -650,15 +653,27 @@ pub(crate) fn verified<T>(
         }
         let mut file = sys::open_regular(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
-        let listed = match load_sidecar(target, Step::Verify) {
-            // A user who may write the file but not give files away (a group member) makes
-            // a sidecar of their own an instant before their data replaces the owner's: a
-            // refusal is only real once no durafile writer can be half-way.
-            Err(Error::ChecksumFileRefused { .. }) if !locked && shared.is_none() => {
-                let timeout = opts.get_lock_timeout();
-                shared = Some(crate::lock::lock_target(target, LockMode::Shared, timeout)?);
+        let loaded = load_sidecar(target, Step::Verify);
+        // A user who may write the file but not give files away (a group member) makes a
+        // sidecar of their own an instant before their data replaces the owner's: a refusal
+        // is only real once no durafile writer can be half-way. Likewise a sidecar that does
+        // not parse, where one is required: a writer cutting it down makes the kernel zero
+        // the cut-off bytes in the page a reader may be copying.
+        let judge_again = match &loaded {
+            Err(Error::ChecksumFileRefused { .. }) => true,
+            Ok(Sidecar::Foreign(_)) => opts.get_checksum(),
+            _ => false,
+        };
+        if judge_again && !locked && shared.is_none() {
+            // A user who may only read the file cannot take its lock (nor can one whose wait
+            // times out): for them what was seen stands.
+            let timeout = opts.get_lock_timeout();
+            if let Ok(lock) = crate::lock::lock_target(target, LockMode::Shared, timeout) {
+                shared = Some(lock);
                 continue;
             }
+        }
+        let listed = match loaded {
             Err(e) => return Err(e),
             Ok(Sidecar::Ours(listed)) => listed,
             Ok(Sidecar::Absent) if opts.get_checksum() => {

@@ -196,6 +196,72 @@ fn another_users_sidecar_is_refused_naming_its_owner() {
     }
 }
 
+/// A reader that needs a sidecar and finds one that does not parse may have caught a writer
+/// cutting it down (the kernel zeroes the cut-off bytes in the page being read): it judges
+/// it again under the shared lock, after that writer, instead of crying wolf.
+#[test]
+fn a_sidecar_seen_mid_cut_is_judged_again_after_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sidecar = dir.path().join("data.sha256");
+    let checksummed = Options::new().checksum(true);
+    durafile::write(&data, b"new", &checksummed).unwrap();
+    let line = fs::read(&sidecar).unwrap();
+    // What a copy racing the kernel's zeroing can see: the first line, a few bytes of the
+    // second, zeros.
+    let mut torn = [
+        line.clone(),
+        format!("{}  data\n", "ab".repeat(32)).into_bytes(),
+    ]
+    .concat();
+    torn[line.len() + 5..].fill(0);
+    let writer = durafile::lock::acquire(&data, durafile::lock::LockMode::Exclusive, None).unwrap();
+    fs::write(&sidecar, &torn).unwrap();
+    let (read, verify) = std::thread::scope(|s| {
+        let read = s.spawn(|| durafile::read(&data, &checksummed));
+        let verify = s.spawn(|| checksum::verify(&data));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !read.is_finished() && !verify.is_finished(),
+            "they waited for the writer"
+        );
+        fs::write(&sidecar, &line).unwrap();
+        drop(writer);
+        (read.join().unwrap(), verify.join().unwrap())
+    });
+    assert_eq!(read.unwrap(), b"new");
+    assert!(matches!(
+        verify.unwrap(),
+        Verification::Match { pending: false, .. }
+    ));
+}
+
+/// A user who may only read a file cannot take its lock; verifying it against a sidecar that
+/// is not durafile's still reports that sidecar, not a lock error.
+#[test]
+fn a_reader_who_cannot_lock_still_hears_about_a_foreign_sidecar() {
+    if !common::can_switch_users() {
+        return;
+    }
+    let (dir, data) = victim_dir(0o755, true);
+    let sidecar = dir.path().join("data.sha256");
+    fs::write(&sidecar, format!("# mine\n{}  data\n", "ab".repeat(32))).unwrap();
+    lchown(&sidecar, Some(VICTIM), Some(VICTIM)).unwrap();
+    let before = snapshot(dir.path());
+    let out = privdrop::run(
+        &mut privdrop::child("child_entry", "verify", ATTACKER, &[("TARGET", &data)]),
+        TIMEOUT,
+    );
+    let said: Vec<&str> = common::heard(&out.stdout).collect();
+    assert_eq!(said.len(), 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        said[0].starts_with("err Some(Verify)") && said[0].contains("not durafile's"),
+        "{}",
+        said[0]
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
+
 /// A sidecar owned by root is trusted (root could replace anything anyway).
 #[test]
 fn a_sidecar_owned_by_root_is_trusted() {
