@@ -22,9 +22,16 @@
 //!
 //! 1. their locks are taken in one global order (so two batches cannot deadlock);
 //! 2. the worker threads read, apply the operations, write and fsync each temp file, in
-//!    parallel (and record the new digest in checksum sidecars);
-//! 3. each directory involved is fsynced once (only when sidecars need it), every file is
-//!    renamed into place, each directory is fsynced once more, and the sidecars are finished.
+//!    parallel, and rename it into place as soon as its own fsync succeeded (a document
+//!    with a checksum sidecar instead records the new digest in the sidecar and waits);
+//! 3. each directory involved is fsynced once (only when sidecars need it), the waiting
+//!    files are renamed into place, each directory is fsynced once more, and the sidecars
+//!    are finished.
+//!
+//! Renaming in the workers keeps every rule of a single write (no rename before the data's
+//! fsync, the directory's fsync after every rename before [`BatchProcessor::run`] reports
+//! the document applied at `full`), and lets the rename's own wait on the disk (freeing the
+//! old version) overlap the other workers' work instead of running in a serial pass.
 //!
 //! At [`Durability::Full`](crate::Durability::Full) an operation reported
 //! [`Outcome::Applied`] is durable once [`BatchProcessor::run`] returns (its group is durable
@@ -43,6 +50,7 @@ use serde_json::Value;
 
 use crate::atomic::{AtomicFile, Staged};
 use crate::error::{Error, Step};
+use crate::fault;
 use crate::file_manager::{FileManager, parse};
 use crate::lock::{self, FileLock, LockMode};
 use crate::sys;
@@ -389,7 +397,16 @@ impl BatchProcessor {
         let staged = self
             .files
             .serialize_into(&mut file, &doc)
-            .and_then(|()| file.stage(false));
+            .and_then(|()| file.stage(false))
+            .and_then(|mut staged| {
+                // Renamed at once unless a sidecar's first step waits for its directory's
+                // fsync: the rename then waits on the disk (freeing the old version) while the
+                // other workers compute, instead of in one serial pass after them.
+                if !staged.begun() {
+                    staged.publish()?;
+                }
+                Ok(staged)
+            });
         match staged {
             Ok(staged) => done.staged = Some((applied, staged)),
             Err(e) => fail_all(&mut done.outcomes, &applied, Arc::new(e)),
@@ -446,8 +463,9 @@ fn fail_all(outcomes: &mut Vec<(usize, Outcome)>, indices: &[usize], error: Arc<
     outcomes.extend(indices.iter().map(|&i| (i, Outcome::Failed(error.clone()))));
 }
 
-/// Step 3 of the group commit: one directory fsync for the sidecars' first step, the renames,
-/// one directory fsync for the renames, the sidecars' last step. A failure after a document's
+/// Step 3 of the group commit: one directory fsync for the sidecars' first step, the renames
+/// left (of the files with a sidecar), one directory fsync for all renames, the sidecars'
+/// last step. A failure after a document's
 /// rename leaves its new content in place: it is applied, with its durability unknown.
 fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)>) {
     let mut ready = ready;
@@ -457,10 +475,13 @@ fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)
         .map(|(_, f)| f.dir().to_path_buf())
         .collect();
     for dir in begun {
-        if let Err(e) = sys::sync_dir(&dir) {
+        let synced = fault::point("durafile::batch_checksum_begin_sync_dir")
+            .and_then(|()| sys::sync_dir(&dir));
+        if let Err(e) = synced {
             let error = Arc::new(Error::io(Step::ChecksumBegin, &dir, e));
+            // Only the files still waiting fail: the others are renamed already (applied).
             ready.retain(|(ops, f)| {
-                let keep = f.dir() != dir;
+                let keep = f.dir() != dir || !f.begun();
                 if !keep {
                     fail_all(outcomes, ops, error.clone());
                 }
@@ -470,9 +491,13 @@ fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)
     }
     let mut published = Vec::new();
     for (ops, mut file) in ready {
-        match file.publish() {
-            Ok(()) => published.push((ops, file)),
-            Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
+        // The others were renamed by their worker.
+        match file.begun() {
+            true => match file.publish() {
+                Ok(()) => published.push((ops, file)),
+                Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
+            },
+            false => published.push((ops, file)),
         }
     }
     let mut synced: BTreeMap<PathBuf, Option<Arc<Error>>> = BTreeMap::new();

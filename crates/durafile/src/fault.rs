@@ -10,7 +10,8 @@
 //! `durafile::before_sync_dir`; and for the checksum sidecar, `durafile::checksum_begin`,
 //! `durafile::checksum_begin_rename`, `durafile::checksum_finish`,
 //! `durafile::checksum_finish_rename`; and `durafile::hash`, in the thread that hashes large
-//! content ([`crate::hasher`]), before each piece.
+//! content ([`crate::hasher`]), before each piece; and `durafile::batch_checksum_begin_sync_dir`,
+//! a batch's directory fsync between its sidecars' first step and their files' renames.
 
 use std::io;
 
