@@ -20,7 +20,8 @@
 //! when the descriptors a group holds (three per document until it commits) would not fit the
 //! process's `RLIMIT_NOFILE`:
 //!
-//! 1. their locks are taken in one global order (so two batches cannot deadlock);
+//! 1. one thread takes their locks in one global order (so two batches cannot deadlock),
+//!    and hands each locked document to the workers at once;
 //! 2. the worker threads read, apply the operations, write and fsync each temp file, in
 //!    parallel, and rename it into place as soon as its own fsync succeeded (a document
 //!    with a checksum sidecar instead records the new digest in the sidecar and waits);
@@ -43,8 +44,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde_json::Value;
 
@@ -54,6 +55,7 @@ use crate::fault;
 use crate::file_manager::{FileManager, parse};
 use crate::lock::{self, FileLock, LockMode};
 use crate::sys;
+use crate::target::Target;
 
 /// One job: a change to one JSON document.
 #[derive(Debug, Clone, PartialEq)]
@@ -326,30 +328,47 @@ impl BatchProcessor {
         cancel: &AtomicBool,
     ) -> Vec<(usize, Outcome)> {
         let mut outcomes = Vec::new();
-        // Locks in the groups' (sorted) order: every batch takes them in the same order, so
-        // two batches holding many locks each cannot deadlock.
         let timeout = self.files.options().get_lock_timeout();
-        let mut locked = Vec::new();
-        for group in groups {
-            match lock::acquire(&group.path, LockMode::Exclusive, timeout) {
-                Ok(lock) => locked.push(Mutex::new(Some((group, lock)))),
-                Err(e) => fail_all(&mut outcomes, &group.ops, Arc::new(e)),
-            }
-        }
-        let next = AtomicUsize::new(0);
+        let (send, receive) = mpsc::channel::<(&Group, Target, FileLock)>();
+        let receive = Mutex::new(receive);
         let staged: Vec<Prepared> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..self.workers.min(locked.len()))
+            let workers: Vec<_> = (0..self.workers.min(groups.len()))
                 .map(|_| {
                     s.spawn(|| {
                         let mut mine = Vec::new();
-                        while let Some(slot) = locked.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            let (group, lock) = slot.lock().expect("slot").take().expect("once");
-                            mine.push(self.prepare(group, ops, lock, cancel));
+                        loop {
+                            // Taken before the guard is dropped: one worker waits in `recv`
+                            // while the others work.
+                            let next = receive.lock().expect("queue").recv();
+                            let Ok((group, target, lock)) = next else {
+                                return mine;
+                            };
+                            mine.push(self.prepare(group, ops, target, lock, cancel));
                         }
-                        mine
                     })
                 })
                 .collect();
+            // This thread alone takes the locks, in the groups' (sorted) order: every batch
+            // takes them in the same order, so two batches holding many locks each cannot
+            // deadlock. The workers start on each document as soon as it is locked, so
+            // waiting for the locks overlaps their work.
+            for group in groups {
+                if cancel.load(Ordering::Relaxed) {
+                    outcomes.extend(group.ops.iter().map(|&i| (i, Outcome::Cancelled)));
+                    continue;
+                }
+                let locked = Target::resolve(&group.path).and_then(|target| {
+                    let lock = lock::lock_target(&target, LockMode::Exclusive, timeout)?;
+                    Ok((target, lock))
+                });
+                match locked {
+                    Ok((target, lock)) => send
+                        .send((group, target, lock))
+                        .expect("the workers outlive the queue"),
+                    Err(e) => fail_all(&mut outcomes, &group.ops, Arc::new(e)),
+                }
+            }
+            drop(send);
             workers
                 .into_iter()
                 .flat_map(|w| w.join().expect("a batch worker panicked"))
@@ -365,8 +384,16 @@ impl BatchProcessor {
     }
 
     /// Reads one document under its lock, applies its operations in order, and stages the
-    /// result (written and fsynced, not renamed).
-    fn prepare(&self, group: &Group, ops: &[Op], lock: FileLock, cancel: &AtomicBool) -> Prepared {
+    /// result: written, fsynced and renamed, or with a sidecar whose first step waits for a
+    /// directory fsync, not renamed yet.
+    fn prepare(
+        &self,
+        group: &Group,
+        ops: &[Op],
+        target: Target,
+        lock: FileLock,
+        cancel: &AtomicBool,
+    ) -> Prepared {
         let mut done = Prepared {
             outcomes: Vec::new(),
             staged: None,
@@ -375,7 +402,7 @@ impl BatchProcessor {
             done.outcomes = group.ops.iter().map(|&i| (i, Outcome::Cancelled)).collect();
             return done;
         }
-        let mut file = match AtomicFile::with_lock(&group.path, self.files.options(), lock) {
+        let mut file = match AtomicFile::with_lock(target, self.files.options(), lock) {
             Ok(file) => file,
             Err(e) => {
                 fail_all(&mut done.outcomes, &group.ops, Arc::new(e));
