@@ -193,10 +193,10 @@ impl AtomicFile {
         self.durability = durability;
     }
 
-    /// [`AtomicFile::new`] with the path's exclusive lock already taken (a group commit takes
-    /// its locks in a global order, so that two batches cannot deadlock).
-    pub(crate) fn with_lock(path: &Path, opts: &Options, lock: FileLock) -> Result<AtomicFile> {
-        AtomicFile::create(Target::resolve(path)?, opts, Some(lock), None)
+    /// [`AtomicFile::for_target`] with the target's exclusive lock already taken (a group
+    /// commit takes its locks in a global order, so that two batches cannot deadlock).
+    pub(crate) fn with_lock(target: Target, opts: &Options, lock: FileLock) -> Result<AtomicFile> {
+        AtomicFile::create(target, opts, Some(lock), None)
     }
 
     /// [`AtomicFile::new`] under `path`'s exclusive lock that the caller already holds, such as

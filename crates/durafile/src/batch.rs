@@ -20,11 +20,19 @@
 //! when the descriptors a group holds (up to four per document until it commits) would not fit the
 //! process's `RLIMIT_NOFILE`:
 //!
-//! 1. their locks are taken in one global order (so two batches cannot deadlock);
+//! 1. one thread takes their locks in one global order (so two batches cannot deadlock),
+//!    and hands each locked document to the workers at once;
 //! 2. the worker threads read, apply the operations, write and fsync each temp file, in
-//!    parallel (and record the new digest in checksum sidecars);
-//! 3. each directory involved is fsynced once (only when sidecars need it), every file is
-//!    renamed into place, each directory is fsynced once more, and the sidecars are finished.
+//!    parallel, and rename it into place as soon as its own fsync succeeded (a document
+//!    with a checksum sidecar instead records the new digest in the sidecar and waits);
+//! 3. each directory involved is fsynced once (only when sidecars need it), the waiting
+//!    files are renamed into place, each directory is fsynced once more, and the sidecars
+//!    are finished.
+//!
+//! Renaming in the workers keeps every rule of a single write (no rename before the data's
+//! fsync, the directory's fsync after every rename before [`BatchProcessor::run`] reports
+//! the document applied at `full`), and lets the rename's own wait on the disk (freeing the
+//! old version) overlap the other workers' work instead of running in a serial pass.
 //!
 //! At [`Durability::Full`](crate::Durability::Full) an operation reported
 //! [`Outcome::Applied`] is durable once [`BatchProcessor::run`] returns (its group is durable
@@ -36,16 +44,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde_json::Value;
 
 use crate::atomic::{AtomicFile, Staged};
 use crate::error::{Error, Step};
+use crate::fault;
 use crate::file_manager::{FileManager, parse};
 use crate::lock::{self, FileLock, LockMode};
 use crate::sys;
+use crate::target::Target;
 
 /// One job: a change to one JSON document.
 #[derive(Debug, Clone, PartialEq)]
@@ -318,30 +328,47 @@ impl BatchProcessor {
         cancel: &AtomicBool,
     ) -> Vec<(usize, Outcome)> {
         let mut outcomes = Vec::new();
-        // Locks in the groups' (sorted) order: every batch takes them in the same order, so
-        // two batches holding many locks each cannot deadlock.
         let timeout = self.files.options().get_lock_timeout();
-        let mut locked = Vec::new();
-        for group in groups {
-            match lock::acquire(&group.path, LockMode::Exclusive, timeout) {
-                Ok(lock) => locked.push(Mutex::new(Some((group, lock)))),
-                Err(e) => fail_all(&mut outcomes, &group.ops, Arc::new(e)),
-            }
-        }
-        let next = AtomicUsize::new(0);
+        let (send, receive) = mpsc::channel::<(&Group, Target, FileLock)>();
+        let receive = Mutex::new(receive);
         let staged: Vec<Prepared> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..self.workers.min(locked.len()))
+            let workers: Vec<_> = (0..self.workers.min(groups.len()))
                 .map(|_| {
                     s.spawn(|| {
                         let mut mine = Vec::new();
-                        while let Some(slot) = locked.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            let (group, lock) = slot.lock().expect("slot").take().expect("once");
-                            mine.push(self.prepare(group, ops, lock, cancel));
+                        loop {
+                            // Taken before the guard is dropped: one worker waits in `recv`
+                            // while the others work.
+                            let next = receive.lock().expect("queue").recv();
+                            let Ok((group, target, lock)) = next else {
+                                return mine;
+                            };
+                            mine.push(self.prepare(group, ops, target, lock, cancel));
                         }
-                        mine
                     })
                 })
                 .collect();
+            // This thread alone takes the locks, in the groups' (sorted) order: every batch
+            // takes them in the same order, so two batches holding many locks each cannot
+            // deadlock. The workers start on each document as soon as it is locked, so
+            // waiting for the locks overlaps their work.
+            for group in groups {
+                if cancel.load(Ordering::Relaxed) {
+                    outcomes.extend(group.ops.iter().map(|&i| (i, Outcome::Cancelled)));
+                    continue;
+                }
+                let locked = Target::resolve(&group.path).and_then(|target| {
+                    let lock = lock::lock_target(&target, LockMode::Exclusive, timeout)?;
+                    Ok((target, lock))
+                });
+                match locked {
+                    Ok((target, lock)) => send
+                        .send((group, target, lock))
+                        .expect("the workers outlive the queue"),
+                    Err(e) => fail_all(&mut outcomes, &group.ops, Arc::new(e)),
+                }
+            }
+            drop(send);
             workers
                 .into_iter()
                 .flat_map(|w| w.join().expect("a batch worker panicked"))
@@ -357,8 +384,16 @@ impl BatchProcessor {
     }
 
     /// Reads one document under its lock, applies its operations in order, and stages the
-    /// result (written and fsynced, not renamed).
-    fn prepare(&self, group: &Group, ops: &[Op], lock: FileLock, cancel: &AtomicBool) -> Prepared {
+    /// result: written, fsynced and renamed, or with a sidecar whose first step waits for a
+    /// directory fsync, not renamed yet.
+    fn prepare(
+        &self,
+        group: &Group,
+        ops: &[Op],
+        target: Target,
+        lock: FileLock,
+        cancel: &AtomicBool,
+    ) -> Prepared {
         let mut done = Prepared {
             outcomes: Vec::new(),
             staged: None,
@@ -367,7 +402,7 @@ impl BatchProcessor {
             done.outcomes = group.ops.iter().map(|&i| (i, Outcome::Cancelled)).collect();
             return done;
         }
-        let mut file = match AtomicFile::with_lock(&group.path, self.files.options(), lock) {
+        let mut file = match AtomicFile::with_lock(target, self.files.options(), lock) {
             Ok(file) => file,
             Err(e) => {
                 fail_all(&mut done.outcomes, &group.ops, Arc::new(e));
@@ -389,7 +424,16 @@ impl BatchProcessor {
         let staged = self
             .files
             .serialize_into(&mut file, &doc)
-            .and_then(|()| file.stage(false));
+            .and_then(|()| file.stage(false))
+            .and_then(|mut staged| {
+                // Renamed at once unless a sidecar's first step waits for its directory's
+                // fsync: the rename then waits on the disk (freeing the old version) while the
+                // other workers compute, instead of in one serial pass after them.
+                if !staged.begun() {
+                    staged.publish()?;
+                }
+                Ok(staged)
+            });
         match staged {
             Ok(staged) => done.staged = Some((applied, staged)),
             Err(e) => fail_all(&mut done.outcomes, &applied, Arc::new(e)),
@@ -446,8 +490,9 @@ fn fail_all(outcomes: &mut Vec<(usize, Outcome)>, indices: &[usize], error: Arc<
     outcomes.extend(indices.iter().map(|&i| (i, Outcome::Failed(error.clone()))));
 }
 
-/// Step 3 of the group commit: one directory fsync for the sidecars' first step, the renames,
-/// one directory fsync for the renames, the sidecars' last step. A failure after a document's
+/// Step 3 of the group commit: one directory fsync for the sidecars' first step, the renames
+/// left (of the files with a sidecar), one directory fsync for all renames, the sidecars'
+/// last step. A failure after a document's
 /// rename leaves its new content in place: it is applied, with its durability unknown.
 fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)>) {
     let mut ready = ready;
@@ -457,10 +502,13 @@ fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)
         .map(|(_, f)| f.dir().to_path_buf())
         .collect();
     for dir in begun {
-        if let Err(e) = sys::sync_dir(&dir) {
+        let synced = fault::point("durafile::batch_checksum_begin_sync_dir")
+            .and_then(|()| sys::sync_dir(&dir));
+        if let Err(e) = synced {
             let error = Arc::new(Error::io(Step::ChecksumBegin, &dir, e));
+            // Only the files still waiting fail: the others are renamed already (applied).
             ready.retain(|(ops, f)| {
-                let keep = f.dir() != dir;
+                let keep = f.dir() != dir || !f.begun();
                 if !keep {
                     fail_all(outcomes, ops, error.clone());
                 }
@@ -470,9 +518,13 @@ fn publish(ready: Vec<(Vec<usize>, Staged)>, outcomes: &mut Vec<(usize, Outcome)
     }
     let mut published = Vec::new();
     for (ops, mut file) in ready {
-        match file.publish() {
-            Ok(()) => published.push((ops, file)),
-            Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
+        // The others were renamed by their worker.
+        match file.begun() {
+            true => match file.publish() {
+                Ok(()) => published.push((ops, file)),
+                Err(e) => fail_all(outcomes, &ops, Arc::new(e)),
+            },
+            false => published.push((ops, file)),
         }
     }
     let mut synced: BTreeMap<PathBuf, Option<Arc<Error>>> = BTreeMap::new();

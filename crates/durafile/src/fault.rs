@@ -10,8 +10,10 @@
 //! `durafile::before_sync_dir`; and for the checksum sidecar, `durafile::checksum_begin`,
 //! `durafile::checksum_begin_rename`, `durafile::checksum_finish` (before the sidecar is cut
 //! down to the new digest, or rewritten by recovery or after a failed rename) and
-//! `durafile::checksum_finish_rename` (that rewrite's rename); and `durafile::hash`, in the thread that hashes large
-//! content ([`crate::hasher`]), before each piece.
+//! `durafile::checksum_finish_rename` (that rewrite's rename); and `durafile::hash`, in the
+//! thread that hashes large content ([`crate::hasher`]), before each piece; and
+//! `durafile::batch_checksum_begin_sync_dir`, a batch's directory fsync between its sidecars'
+//! first step and their files' renames.
 
 use std::io;
 

@@ -78,7 +78,12 @@ type Key = (PathBuf, Options);
 #[derive(Default)]
 struct Queue {
     state: Mutex<QueueState>,
+    /// Signalled when the turn passes on, for the callers waiting for theirs.
     turn: Condvar,
+    /// Signalled when a group's commit returned, for its members waiting for the result: a
+    /// separate wake-up, so that passing the turn does not wake them (nor a commit the
+    /// callers still waiting for their turn) for nothing.
+    committed: Condvar,
 }
 
 #[derive(Default)]
@@ -219,7 +224,7 @@ where
     let ticket = state.next_ticket;
     state.next_ticket += 1;
     while state.serving != ticket {
-        state = queue.wait(state);
+        state = queue.wait(&queue.turn, state);
     }
     if state.open.is_none() {
         // Opening may wait for the lock (another process, or our previous group's commit);
@@ -296,7 +301,7 @@ where
         if members > 0 {
             state.results.push((id, result, members));
         }
-        queue.turn.notify_all();
+        queue.committed.notify_all();
         if let Err(panic) = committed {
             drop(state);
             panic::resume_unwind(panic);
@@ -320,7 +325,7 @@ where
                     |e: Arc<Error>| Arc::try_unwrap(e).unwrap_or_else(|e| share(&e, file));
                 return result.map(|()| r).map_err(|e| E::from(unshared(e)));
             }
-            state = queue.wait(state);
+            state = queue.wait(&queue.committed, state);
         },
     }
 }
@@ -371,8 +376,12 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'a>(&self, state: MutexGuard<'a, QueueState>) -> MutexGuard<'a, QueueState> {
-        self.turn.wait(state).unwrap_or_else(|p| p.into_inner())
+    fn wait<'a>(
+        &self,
+        signal: &Condvar,
+        state: MutexGuard<'a, QueueState>,
+    ) -> MutexGuard<'a, QueueState> {
+        signal.wait(state).unwrap_or_else(|p| p.into_inner())
     }
 
     fn pass_turn(&self, state: &mut QueueState) {

@@ -225,3 +225,47 @@ fn spellings_of_one_path_are_one_document() {
         .unwrap();
     assert_eq!(doc.as_object().unwrap().len(), 30);
 }
+
+/// The workers start on each document as soon as its lock is taken: while another writer
+/// holds the last document's lock, the documents before it (in lock order) are written
+/// already, instead of the whole group waiting for every lock first.
+#[test]
+fn documents_are_written_while_a_later_lock_is_awaited() {
+    use durafile::lock::{self, LockMode};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = ["a.json", "b.json", "z.json"]
+        .iter()
+        .map(|name| dir.path().join(name))
+        .collect();
+    let held = lock::acquire(&paths[2], LockMode::Exclusive, None).unwrap();
+    let ops = paths
+        .iter()
+        .map(|path| Op::Write {
+            path: path.clone(),
+            value: json!({"new": true}),
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let batch = s.spawn(|| {
+            BatchProcessor::new(FileManager::new(Options::new()))
+                .workers(2)
+                .run(ops)
+        });
+        let start = Instant::now();
+        while !(paths[0].exists() && paths[1].exists()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nothing was written while the last lock was awaited"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!paths[2].exists(), "written without its lock");
+        drop(held);
+        assert_eq!(batch.join().unwrap().applied(), 3);
+    });
+    for path in &paths {
+        let value: Value = FileManager::default().read_json_file(path).unwrap();
+        assert_eq!(value, json!({"new": true}));
+    }
+}

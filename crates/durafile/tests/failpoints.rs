@@ -419,3 +419,51 @@ fn lock_is_released_before_the_directory_fsync_only_without_a_sidecar_step() {
     }
     scenario.teardown();
 }
+
+/// A batch whose directory fsync between the sidecars' first step and the renames fails: the
+/// documents waiting for it fail with their content untouched, and a document already renamed
+/// by its worker (here one whose content did not change, so its sidecar has no step to wait
+/// for) is reported applied, not failed.
+#[test]
+fn batch_failure_before_the_sidecar_renames_fails_only_the_files_still_waiting() {
+    use durafile::batch::{BatchProcessor, Op, Outcome};
+    use serde_json::json;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let files = durafile::FileManager::new(Options::new().checksum(true));
+    let (changed, same) = (
+        dir.path().join("changed.json"),
+        dir.path().join("same.json"),
+    );
+    files.write_json_file(&changed, &json!({"v": 1})).unwrap();
+    files.write_json_file(&same, &json!({"v": 1})).unwrap();
+    let before = fs::read(&changed).unwrap();
+    let ops = vec![
+        Op::Write {
+            path: changed.clone(),
+            value: json!({"v": 2}),
+        },
+        Op::Write {
+            path: same.clone(),
+            value: json!({"v": 1}),
+        },
+    ];
+    fail::cfg("durafile::batch_checksum_begin_sync_dir", "return(EIO)").unwrap();
+    let report = BatchProcessor::new(files).workers(2).run(ops);
+    fail::remove("durafile::batch_checksum_begin_sync_dir");
+    scenario.teardown();
+    let Outcome::Failed(e) = &report.outcomes[0] else {
+        panic!("{:?}", report.outcomes[0]);
+    };
+    assert_eq!(e.step(), Some(Step::ChecksumBegin), "{e}");
+    assert!(
+        matches!(report.outcomes[1], Outcome::Applied),
+        "{:?}",
+        report.outcomes[1]
+    );
+    assert_eq!(fs::read(&changed).unwrap(), before);
+    durafile::checksum::verify(&changed).unwrap();
+    durafile::checksum::verify(&same).unwrap();
+    assert!(temp_files(dir.path()).is_empty());
+}

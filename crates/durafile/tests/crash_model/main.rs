@@ -622,3 +622,22 @@ fn each_kind_of_write_makes_the_documented_operations() {
         assert_eq!(shrunk, usize::from(sum), "{ctx}");
     }
 }
+
+/// The batch's own commit path (renames by the workers, one directory fsync per group) is
+/// checked as closely as a single write's: each deliberate bug is found there too.
+#[test]
+fn a_batch_renaming_before_its_data_fsync_or_skipping_its_directory_fsync_is_found() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let failures = mutated(Mutation::SyncAfterRename, || {
+        batch(Durability::Consistent, false)
+    });
+    assert!(
+        failures.iter().any(|f| f.contains("not a whole version")),
+        "{failures:#?}"
+    );
+    let failures = mutated(Mutation::SkipDirSync, || batch(Durability::Full, false));
+    assert!(
+        failures.iter().any(|f| f.contains("was acknowledged")),
+        "{failures:#?}"
+    );
+}
