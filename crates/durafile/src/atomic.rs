@@ -59,16 +59,16 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::checksum::{self, Digest, Phase};
+use crate::checksum::{self, Digest, Phase, Sidecar};
 use crate::error::{Error, Result, Step, copy_error};
 use crate::fault;
 use crate::hasher::ContentHasher;
-use crate::lock::{self, FileLock, LockMode};
+use crate::lock::{self, FileLock, LockMode, Recording};
 use crate::names;
 use crate::options::{Durability, Options};
 use crate::read;
 use crate::sys;
-use crate::target::Target;
+use crate::target::{Target, Unnamed};
 
 const BUFFER_SIZE: usize = 64 * 1024;
 
@@ -127,6 +127,11 @@ pub struct AtomicFile {
     /// Whether the options asked for checksums, so that reading the current content requires
     /// a sidecar.
     require_checksum: bool,
+    /// What was at the sidecar's name when the lock was taken; it cannot change while the lock
+    /// is held, so reading the current content verifies against it without a second look.
+    sidecar: Sidecar,
+    /// The temp file's metadata as created, for its owner and mode change at commit.
+    temp_meta: fs::Metadata,
     /// The path's exclusive lock; `None` when the caller holds a lock that covers the file
     /// (a state directory's lock covers its generation files).
     _lock: Option<FileLock>,
@@ -165,11 +170,22 @@ impl AtomicFile {
     }
 
     /// [`AtomicFile::new`] for a path already resolved.
-    pub(crate) fn for_target(target: Target, opts: &Options) -> Result<AtomicFile> {
+    pub(crate) fn for_target(mut target: Target, opts: &Options) -> Result<AtomicFile> {
         // Refuse before the lock file is made: nothing is created beside a refused target.
         check_target(&target)?;
-        let lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
-        AtomicFile::create(target, opts, Some(lock), None)
+        // The temp file's inode is allocated before the lock, unnamed: on ext4 a create waits
+        // for the journal commit that a previous holder's fsync started, and every waiter
+        // would wait with it. Under the lock it only gets its name (see `create`).
+        // (Pinned at the lock's step: a missing directory is reported as the lock's, whose
+        // file would have been the first thing made in it.)
+        target.pin_dir(Step::Lock)?;
+        let ahead = target.create_unnamed();
+        // `create` records the temp file's name in the lock file before naming it: the
+        // holder's record and that name go in one write.
+        let timeout = opts.get_lock_timeout();
+        let lock =
+            lock::lock_recording(&target, LockMode::Exclusive, timeout, Recording::ByWriter)?;
+        AtomicFile::create_with(target, opts, Some(lock), None, ahead)
     }
 
     /// See [`FileLock::disown`].
@@ -259,13 +275,26 @@ impl AtomicFile {
     }
 
     fn create(
-        mut target: Target,
+        target: Target,
         opts: &Options,
         lock: Option<FileLock>,
         predecessor: Option<&fs::Metadata>,
     ) -> Result<AtomicFile> {
+        AtomicFile::create_with(target, opts, lock, predecessor, None)
+    }
+
+    /// [`AtomicFile::create`] with the temp file made `ahead` of the lock, when it was.
+    fn create_with(
+        mut target: Target,
+        opts: &Options,
+        lock: Option<FileLock>,
+        predecessor: Option<&fs::Metadata>,
+        ahead: Option<Unnamed>,
+    ) -> Result<AtomicFile> {
         // Read the target's mode and owner under the lock: a writer that went before us may
-        // have replaced it since we resolved the path.
+        // have replaced it since we resolved the path (with another mode: the one read before
+        // the lock could widen what that writer narrowed). The `lstat` at resolve cannot serve:
+        // it finds where the lock is (a link at the name moves it), so it comes before it.
         target.refresh()?;
         check_target(&target)?;
         let mode = match (opts.get_mode(), &target.meta) {
@@ -290,12 +319,17 @@ impl AtomicFile {
         // Pin the directory we resolved: a directory swapped for a link since is refused, and
         // one swapped later is not followed.
         target.pin_dir(Step::CreateTemp)?;
-        let checksum = checksum::for_write(&target, opts.get_checksum())?.map(|old| Checksum {
-            hasher: ContentHasher::default(),
-            old,
-        });
-        // Recorded before it exists, so that a writer killed at any instant after its creation
-        // leaves an orphan the next holder finds.
+        // The one look at the sidecar's name under the lock: it decides whether this write
+        // keeps a sidecar, and the current content is verified against it (`current`).
+        let sidecar = checksum::load_sidecar(&target, Step::ChecksumBegin)?;
+        let checksum =
+            checksum::for_write(&target, &sidecar, opts.get_checksum())?.map(|old| Checksum {
+                hasher: ContentHasher::default(),
+                old,
+            });
+        // Recorded before it has a name, so that a writer killed at any instant after it is
+        // named leaves an orphan the next holder finds (before that, an unnamed one is freed
+        // by the kernel, and a named one does not exist yet).
         if let Some(lock) = &lock {
             lock.remove_dead_temp(&target);
         }
@@ -304,7 +338,7 @@ impl AtomicFile {
                 lock.record_temp(name);
             }
         };
-        let (file, temp) = target.create_recorded_temp(&target.name, record)?;
+        let (file, temp, temp_meta) = target.create_recorded_temp(&target.name, record, ahead)?;
         let owner = target.meta.clone().or_else(|| predecessor.cloned());
         Ok(AtomicFile {
             target,
@@ -318,6 +352,8 @@ impl AtomicFile {
             temp_pending: true,
             checksum,
             require_checksum: opts.get_checksum(),
+            sidecar,
+            temp_meta,
             _lock: lock,
             owner,
         })
@@ -367,13 +403,17 @@ impl AtomicFile {
 
     /// The current content through `load`, verified against the sidecar when there is one
     /// (and required to have one when the options ask for checksums).
-    fn current<T>(&self, load: impl Fn(&Target, &Options, bool) -> Result<T>) -> Result<Option<T>> {
+    fn current<T>(
+        &self,
+        load: impl Fn(&Target, &Options, bool, Option<&Sidecar>) -> Result<T>,
+    ) -> Result<Option<T>> {
         if self.target.meta.is_none() {
             return Ok(None);
         }
         let opts = Options::new().checksum(self.require_checksum);
-        // The exclusive lock we hold keeps every durafile writer out.
-        match load(&self.target, &opts, true) {
+        // The exclusive lock we hold keeps every durafile writer out, so the sidecar is still
+        // what `create` found.
+        match load(&self.target, &opts, true, Some(&self.sidecar)) {
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
             other => other.map(Some),
         }
@@ -492,7 +532,7 @@ impl AtomicFile {
         let file = self.out.get_ref();
         fault::point("durafile::set_permissions")
             .and_then(|()| match &self.owner {
-                Some(meta) => sys::copy_owner(file, meta),
+                Some(meta) => sys::copy_owner_from(file, &self.temp_meta, meta),
                 None => Ok(()),
             })
             .and_then(|()| file.set_permissions(fs::Permissions::from_mode(self.mode)))
