@@ -16,13 +16,19 @@
 //!    and refuse anything that is not a regular file, durafile's own lock and temp files, and,
 //!    in a sticky shared directory, a file owned by someone else than the caller or the
 //!    directory's owner (the kernel's `protected_regular` rule).
-//! 2. Take the path's exclusive lock ([`crate::lock`]), so durafile writers take turns, and
+//! 2. Open the target's directory and check it is still the one resolved (device and
+//!    inode); every later step goes through its descriptor. On Linux, make the temp file
+//!    there before the lock: unnamed (`O_TMPFILE`, mode 0600), so that a writer killed while
+//!    it waits leaves nothing, and flocked, which tells [`crate::recover::clean_orphans`]
+//!    that a live writer owns it once it has a name. (On ext4 a create waits for the journal
+//!    commit a previous holder's fsync started; outside the lock no waiter pays for that.)
+//! 3. Take the path's exclusive lock ([`crate::lock`]), so durafile writers take turns, and
 //!    remove the temp file a killed previous holder left (it is recorded in the lock file).
-//! 3. Check that the target's directory is still the one resolved (device and inode), then
-//!    create `.NAME.df-XXXXXXXXXX.tmp` in the target's own directory (a rename across
-//!    filesystems is not atomic) with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and mode 0600, and
-//!    hold a flock on it, which tells [`crate::recover::clean_orphans`] that a live writer
-//!    owns it.
+//!    Record the temp file's name `.NAME.df-XXXXXXXXXX.tmp` in the lock file, then give it
+//!    that name in the target's own directory (a rename across filesystems is not atomic)
+//!    with `linkat`, which fails on anything at the name as `O_CREAT|O_EXCL|O_NOFOLLOW` does.
+//!    Without unnamed files, create it here with `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC` and
+//!    mode 0600, and flock it.
 //! 4. Write the content (a [`BufWriter`] in between; a large file streams through it). At
 //!    levels that fsync, writeback of each 8 MiB written starts at once (Linux
 //!    `sync_file_range`), so the fsync at commit finds little left to do. With a checksum,
