@@ -40,7 +40,7 @@
 //!
 //! An exclusive holder records its pid, the time it took the lock and the name of its temp
 //! file in the lock file (one short line, rewritten in place; a writer writes it once, with
-//! its temp file's name, just before giving the temp file that name). Each holder reads the
+//! its temp file's name, just before creating the temp file). Each holder reads the
 //! record once, as it takes the lock. The next exclusive holder
 //! removes that temp file if its writer died (it is a temp name of this target, owned by the
 //! caller or the data file's owner, and nobody holds a flock on it): a crash-looping writer

@@ -36,62 +36,6 @@ pub(crate) fn create_private(dir: &File, name: &OsStr) -> io::Result<File> {
     Ok(file)
 }
 
-/// Creates a file with no name in the open directory `dir` (Linux `O_TMPFILE`), private to the
-/// owner: until [`link_unnamed`] names it, a process killed at any instant leaves nothing
-/// behind, since the kernel frees an unnamed file with its last descriptor. This is what lets
-/// a writer allocate its temp file before it takes the lock. `None` where the system or the
-/// filesystem cannot (the caller then creates a named one under the lock, as before).
-#[cfg(target_os = "linux")]
-pub(crate) fn create_unnamed(dir: &File) -> Option<File> {
-    // Without O_EXCL: O_TMPFILE|O_EXCL would forbid the link.
-    open_at(
-        dir,
-        OsStr::new("."),
-        libc::O_WRONLY | libc::O_TMPFILE,
-        0o600,
-    )
-    .ok()
-}
-
-/// No unnamed files elsewhere.
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn create_unnamed(_dir: &File) -> Option<File> {
-    None
-}
-
-/// Gives `file`, made by [`create_unnamed`], the name `name` in the open directory `dir`. Like
-/// `O_CREAT|O_EXCL|O_NOFOLLOW`, it fails with EEXIST when anything is at the name, never
-/// replacing or following it. Through `/proc/self/fd` (`AT_EMPTY_PATH` would need
-/// `CAP_DAC_READ_SEARCH`); any other failure (no `/proc`) means: create a named file instead.
-#[cfg(target_os = "linux")]
-pub(crate) fn link_unnamed(dir: &File, file: &File, name: &OsStr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let from = cstr(OsStr::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
-    let to = cstr(name)?;
-    // SAFETY: NUL-terminated paths and descriptors we hold.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            dir.as_raw_fd(),
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[cfg(feature = "crash-model")]
-    crate::crash_record::created_at(dir, name, file);
-    Ok(())
-}
-
-/// No unnamed files elsewhere ([`create_unnamed`] makes none).
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn link_unnamed(_dir: &File, _file: &File, _name: &OsStr) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
 /// `openat(2)` with `O_CLOEXEC`.
 fn open_at(dir: &File, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
     use std::os::fd::{AsRawFd, FromRawFd};

@@ -41,13 +41,6 @@ const STICKY: u32 = 0o1000;
 const OTHERS_WRITE: u32 = 0o002;
 const GROUP_WRITE: u32 = 0o020;
 
-/// A temp file made by [`Target::create_unnamed`], not named yet.
-#[derive(Debug)]
-pub(crate) struct Unnamed {
-    file: File,
-    meta: fs::Metadata,
-}
-
 /// A resolved target.
 #[derive(Debug)]
 pub(crate) struct Target {
@@ -274,58 +267,22 @@ impl Target {
     /// Creates and flocks a fresh temp file for `name` (the target's or its sidecar's) in the
     /// target's directory.
     pub(crate) fn create_temp(&self, name: &OsStr) -> Result<(File, PathBuf)> {
-        self.create_recorded_temp(name, |_| {}, None)
+        self.create_recorded_temp(name, |_| {})
             .map(|(file, temp, _)| (file, temp))
     }
 
-    /// A temp file made ahead, outside any lock: unnamed (Linux `O_TMPFILE`, see
-    /// [`sys::create_unnamed`]), so that a writer killed before it is named leaves nothing,
-    /// and already flocked, so that once named no [`crate::recover::clean_orphans`] can take
-    /// it for an orphan. `None` where unnamed files are not to be had (the temp file is then
-    /// created under the lock) or the directory is not pinned yet.
-    pub(crate) fn create_unnamed(&self) -> Option<Unnamed> {
-        let file = sys::create_unnamed(self.pinned_dir()?)?;
-        file.lock().ok()?;
-        let meta = file.metadata().ok()?;
-        Some(Unnamed { file, meta })
-    }
-
-    /// [`Target::create_temp`], telling `record` each name before it is created, or before
-    /// `ahead` (from [`Target::create_unnamed`]) is linked at it. Also returns the new file's
-    /// metadata, for the writer's owner and mode changes.
+    /// [`Target::create_temp`], telling `record` each name before it is created. Also returns
+    /// the new file's metadata (from the `fstat` that checks it is still linked), for the
+    /// writer's owner and mode changes.
     pub(crate) fn create_recorded_temp(
         &self,
         name: &OsStr,
         record: impl Fn(&OsStr),
-        mut ahead: Option<Unnamed>,
     ) -> Result<(File, PathBuf, fs::Metadata)> {
         let fail = |e| Error::io_in(Step::CreateTemp, &self.given, &self.dir, e);
         for _ in 0..CREATE_ATTEMPTS {
             let temp_name = names::temp_name(name);
             record(&temp_name);
-            if let Some(unnamed) = ahead.take() {
-                let linked = self.with_dir(Step::CreateTemp, |dir| {
-                    Ok(sys::link_unnamed(dir, &unnamed.file, &temp_name))
-                })?;
-                let temp = self.sibling(&temp_name);
-                match linked {
-                    // Flocked before it had a name: nobody else can have taken it.
-                    Ok(()) => match fault::point("durafile::after_create") {
-                        Ok(()) => return Ok((unnamed.file, temp, unnamed.meta)),
-                        Err(e) => {
-                            drop(unnamed);
-                            let _ = sys::remove_file(&temp);
-                            return Err(fail(e));
-                        }
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        ahead = Some(unnamed);
-                        continue;
-                    }
-                    // No way to name it here (no `/proc`): a named file instead, below.
-                    Err(_) => {}
-                }
-            }
             let created = self.with_dir(Step::CreateTemp, |dir| {
                 Ok(sys::create_private(dir, &temp_name))
             })?;
