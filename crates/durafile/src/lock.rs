@@ -377,22 +377,28 @@ pub(crate) fn lock_recording(
                 reason: "in a sticky shared directory another user's lock file is one they can hold forever; durafile uses only lock files owned by you, the data file's owner or the directory's owner (remove it if nobody should have it)",
             });
         }
-        if opened.created || meta.uid() == sys::euid() {
-            // Ours to fix: its owner and group are the data file's (a lock file root made
-            // for another user's file must not lock that user out), and its mode is what the
-            // data file's writers need; the umask must not narrow a new one below that, and
-            // an existing one is only ever narrowed.
-            let mode = match opened.created {
-                true => perms,
-                false => meta.mode() & perms & 0o7777,
-            };
+        // Ours to fix: its owner and group are the data file's (a lock file root made for
+        // another user's file must not lock that user out), and its mode is what the data
+        // file's writers need; the umask must not narrow a new one below that, and an
+        // existing one is only ever narrowed. A lock file already right needs no fixing (the
+        // usual case, which thus asks for no uid).
+        let wanted = match opened.created {
+            true => perms,
+            false => meta.mode() & perms & 0o7777,
+        };
+        let owner_differs = target
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.uid() != meta.uid() || m.gid() != meta.gid());
+        let needs_fix = owner_differs || wanted != meta.mode() & 0o7777;
+        if needs_fix && (opened.created || meta.uid() == sys::euid()) {
             match &target.meta {
                 Some(m) => sys::copy_owner_from(&file, &meta, m),
                 None => Ok(()),
             }
-            .and_then(|()| match mode == meta.mode() & 0o7777 {
+            .and_then(|()| match wanted == meta.mode() & 0o7777 {
                 true => Ok(()),
-                false => file.set_permissions(fs::Permissions::from_mode(mode)),
+                false => file.set_permissions(fs::Permissions::from_mode(wanted)),
             })
             .map_err(lock_err)?;
         }
