@@ -56,11 +56,13 @@
 //! told about. The safe form, an unnamed Linux `O_TMPFILE` made before the lock and linked
 //! under its recorded name after it, was built and measured (issue 11): it moves two syscalls
 //! out of the locked section but adds one per write (+1.8 µs per uncontended write on tmpfs),
-//! and 8 processes × 200 locked updates on ext4 ran no faster with it (raw syscalls, 12
-//! alternating runs each: 2080 vs 2100 updates/s without the directory fsync, 1500 vs 1420
-//! with it, both within the runs' spread; an earlier set had it 12% slower). On ext4 an
-//! unnamed file costs journal work of its own (the orphan list), and the creations it would
-//! take off the lock wait for the same journal commits the holder's fsync does.
+//! and 8 processes × 200 updates on ext4 ran no faster with it: durafile `update` against
+//! SQLite WAL FULL in the same run, median of 11 runs each, 0.60× with it and 0.61× without
+//! at `full`, 0.69× and 0.71× at `consistent`; raw syscalls, 12 runs each, 1515 against 1425
+//! updates/s with the directory fsync and 1980 against 2100 without. Likely why (not
+//! proven): on ext4 an unnamed file costs journal work of its own (the orphan list), and the
+//! creation taken off the lock still waits, outside it, for the journal commits that the
+//! holder's fsync waits for too.
 //!
 //! # What is not kept
 //!
