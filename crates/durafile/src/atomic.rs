@@ -123,6 +123,12 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// ```
 #[derive(Debug)]
 pub struct AtomicFile {
+    /// The path's exclusive lock; `None` when the caller holds a lock that covers the file
+    /// (a state directory's lock covers its generation files). The first field, so that it
+    /// is the first dropped: once `Drop::drop` has run, nothing needs the lock, and the
+    /// descriptors closed after it (the temp file, the directory) are not the next writer's
+    /// to wait for.
+    _lock: Option<FileLock>,
     target: Target,
     temp: PathBuf,
     out: BufWriter<File>,
@@ -148,9 +154,6 @@ pub struct AtomicFile {
     sidecar: Sidecar,
     /// The temp file's metadata as created, for its owner and mode change at commit.
     temp_meta: fs::Metadata,
-    /// The path's exclusive lock; `None` when the caller holds a lock that covers the file
-    /// (a state directory's lock covers its generation files).
-    _lock: Option<FileLock>,
     /// Whose owner and group the new file and its sidecar get: the target's, or for a new
     /// file the predecessor the caller named.
     owner: Option<fs::Metadata>,
