@@ -556,7 +556,9 @@ fn remove_dead_temp(target: &Target, temp: &OsStr) {
         return;
     }
     let path = target.sibling(temp);
-    let Ok(file) = sys::open_nofollow(&path) else {
+    // Through the writer's pinned directory: a one-name lookup, in the directory checked.
+    let opened = target.with_dir(Step::Lock, |dir| Ok(sys::open_nofollow_at(dir, temp)));
+    let Ok(Ok(file)) = opened else {
         return;
     };
     let Ok(meta) = file.metadata() else {
