@@ -113,7 +113,10 @@ pub(crate) fn read_target(
     // for files from asking for it again (an `fstat` and an `lseek`).
     let (file, meta) = sys::open_regular_with_meta(&target.resolved)
         .map_err(|e| Error::io(Step::Read, &target.given, e))?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::new();
+    // Never `with_capacity`: a huge (sparse) file must fail the read with an error, not abort
+    // the process. Without the reservation `read_to_end` grows the buffer, fallibly.
+    let _ = bytes.try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX));
     file.take(u64::MAX)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(Step::Read, &target.given, e))?;
