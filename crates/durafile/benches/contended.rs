@@ -8,9 +8,19 @@
 //! start together at a set instant, so process start-up is not timed. Every run ends with
 //! the exact count: the final value must be the number of increments made.
 //!
+//! For processes, two "floor" rows measure the physical floor of a rename-based update on
+//! this machine in the same run: the same increments made with nothing but plain syscalls
+//! (open and flock a lock file, read the counter, create a temp file, write, fsync, rename,
+//! unlock, then fsync the directory for `full`), none of durafile's checks. What separates
+//! the floor from SQLite is the file system (a create and a rename per update against an
+//! append to one log); what separates durafile from the floor is durafile.
+//!
 //! Prints a table and, for `scripts/bench.sh`, one `RESULT mode configuration updates/s`
 //! line per run. `DURAFILE_BENCH_UPDATES` changes the increments per worker.
 
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +35,10 @@ const CONFIGS: [&str; 5] = [
     "sqlite-wal-full",
     "sqlite-wal-normal",
 ];
+
+/// Measured with processes only: the floor is the cost of the file system, which threads of
+/// one process pay alike.
+const FLOORS: [&str; 2] = ["floor-full", "floor-consistent"];
 
 fn updates() -> u64 {
     std::env::var("DURAFILE_BENCH_UPDATES").map_or(200, |n| n.parse().unwrap())
@@ -45,7 +59,12 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     for mode in ["processes", "threads"] {
-        for config in CONFIGS {
+        let floors = if mode == "processes" {
+            &FLOORS[..]
+        } else {
+            &[]
+        };
+        for &config in CONFIGS.iter().chain(floors) {
             let path = dir.path().join(format!("{mode}-{config}.db"));
             prepare(config, &path);
             let elapsed = match mode {
@@ -184,6 +203,9 @@ fn worker(config: &str, path: &Path) {
         }
         return;
     }
+    if let Some(level) = config.strip_prefix("floor-") {
+        return floor_worker(path, level == "full");
+    }
     let level: Durability = config.trim_start_matches("durafile-").parse().unwrap();
     let opts = Options::new().durability(level);
     for _ in 0..updates() {
@@ -194,5 +216,40 @@ fn worker(config: &str, path: &Path) {
             Ok::<_, durafile::Error>((n + 1).to_string().into_bytes())
         })
         .unwrap();
+    }
+}
+
+/// The floor of one worker's increments: a locked read-modify-write with plain syscalls and
+/// no checks. The lock file is opened and closed per update, as any lock that survives a
+/// fork or an unlinked lock file must be; the directory fsync that makes the rename durable
+/// runs after the unlock, as durafile's does.
+fn floor_worker(path: &Path, sync_dir: bool) {
+    let dir = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy();
+    let lock_path = dir.join(format!(".{name}.floor-lock"));
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    for _ in 0..updates() {
+        let lock = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .unwrap();
+        lock.lock().unwrap();
+        let n: u64 = fs::read_to_string(path).unwrap().trim().parse().unwrap();
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .unwrap();
+        f.write_all((n + 1).to_string().as_bytes()).unwrap();
+        f.sync_all().unwrap();
+        fs::rename(&temp, path).unwrap();
+        drop(lock);
+        if sync_dir {
+            File::open(dir).unwrap().sync_all().unwrap();
+        }
     }
 }

@@ -106,11 +106,24 @@ def render(runs_dir, md_path):
     out += ["### A contended counter: 8 workers × 200 increments, updates/s, ratio to SQLite WAL FULL", "",
             "Every run ended with the exact count (the bench asserts it).", "",
             "| workers | configuration | updates/s | ratio to SQLite FULL |", "|---|---|---|---|"]
+    # The floor rows (processes only): the same increments with plain syscalls and no checks,
+    # the physical floor of a rename-based update on this machine (see benches/contended.rs).
+    floors = {"floor-full": "floor, `full` (plain syscalls)",
+              "floor-consistent": "floor, `consistent` (plain syscalls)"}
     for mode in ["processes", "threads"]:
-        for cfg in ["durafile-full", "durafile-consistent", "durafile-none", "sqlite-wal-full", "sqlite-wal-normal"]:
+        cfgs = ["durafile-full", "durafile-consistent", "durafile-none", "sqlite-wal-full", "sqlite-wal-normal"]
+        if mode == "processes":
+            cfgs += list(floors)
+        for cfg in cfgs:
             key = f"{mode} {cfg}"
-            out.append(f"| {mode} | {cfg} | {spread([r.get(key) for r in cont], '{:.0f}')} | "
+            out.append(f"| {mode} | {floors.get(cfg, cfg)} | {spread([r.get(key) for r in cont], '{:.0f}')} | "
                        f"{spread([ratio(r, key, f'{mode} sqlite-wal-full') for r in cont])} |")
+    out.append("")
+    out += ["durafile against that floor, in the same runs (updates/s, durafile ÷ floor):", "",
+            "| level | durafile ÷ floor | floor ÷ SQLite WAL FULL |", "|---|---|---|"]
+    for level in ["full", "consistent"]:
+        out.append(f"| {level} | {spread([ratio(r, f'processes durafile-{level}', f'processes floor-{level}') for r in cont])} | "
+                   f"{spread([ratio(r, f'processes floor-{level}', 'processes sqlite-wal-full') for r in cont])} |")
     out.append("")
 
     out += ["### A small replace (1 KiB of JSON): time per replace, ratio to the floor at the same level", "",

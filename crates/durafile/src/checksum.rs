@@ -441,16 +441,21 @@ fn open_checked(target: &Target, step: Step) -> Result<Option<(File, fs::Metadat
     Ok(Some((file, meta)))
 }
 
-/// What a writer of `target` does with its sidecar: `None` when it keeps none, else the
+/// What a writer of `target` does with its sidecar, `found` as [`load_sidecar`] loaded it:
+/// `None` when it keeps none, else the
 /// digests it lists now (`None` inside when they must be worked out from the current content:
 /// there is no sidecar yet, or an interrupted write left two). A sidecar that is not
 /// durafile's is left alone, and refused when `required` ([`Options::checksum`]), before
 /// anything was changed.
-pub(crate) fn for_write(target: &Target, required: bool) -> Result<Option<Option<Vec<Digest>>>> {
-    Ok(match load_sidecar(target, Step::ChecksumBegin)? {
+pub(crate) fn for_write(
+    target: &Target,
+    found: &Sidecar,
+    required: bool,
+) -> Result<Option<Option<Vec<Digest>>>> {
+    Ok(match found {
         // One digest: the old one. Two: which is current is unknown; the writer hashes the
         // old content, so the sidecar never lists more than two.
-        Sidecar::Ours(listed) => Some((listed.len() == 1).then_some(listed)),
+        Sidecar::Ours(listed) => Some((listed.len() == 1).then(|| listed.clone())),
         Sidecar::Absent => required.then_some(None),
         Sidecar::Foreign(_) if !required => None,
         Sidecar::Foreign(reason) => {
@@ -487,13 +492,20 @@ pub(crate) fn set_sidecar_mode(target: &Target, mode: u32) -> Result<()> {
 /// [`Error::ChecksumFileRefused`] and stays too.
 pub(crate) fn remove_sidecar(target: &Target, step: Step) -> Result<Sidecar> {
     let found = load_sidecar(target, step)?;
+    remove_loaded(target, step, &found)?;
+    Ok(found)
+}
+
+/// [`remove_sidecar`] for a sidecar the caller loaded under the exclusive lock it still holds
+/// (so it is still what `found` says): removes it only if it is [`Sidecar::Ours`].
+pub(crate) fn remove_loaded(target: &Target, step: Step, found: &Sidecar) -> Result<()> {
     if let Sidecar::Ours(_) = found {
         target.with_dir(step, |dir| {
             sys::remove_at(dir, &sidecar_name(&target.name))
                 .map_err(|e| Error::io(step, sidecar_of(target), e))
         })?;
     }
-    Ok(found)
+    Ok(())
 }
 
 /// Which step a sidecar replacement is: the first of the pair protocol, or a replacement by
@@ -622,8 +634,9 @@ pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
         Err(e) => return Err(e),
     };
     let opts = Options::new().checksum(foreign);
-    let ((), digest, listed) =
-        verified(&target, &opts, false, |file| Ok(((), hash_reader(file)?)))?;
+    let ((), digest, listed) = verified(&target, &opts, false, None, |file| {
+        Ok(((), hash_reader(file)?))
+    })?;
     Ok(match listed {
         // The sidecar went away after we looked: there was nothing to verify against.
         0 => Verification::NoChecksum,
@@ -637,10 +650,13 @@ pub fn verify(path: impl AsRef<Path>) -> Result<Verification> {
 /// Opens `target`, loads it with `load` (which returns a value and the content's digest) and
 /// checks the digest against the sidecar, starting over when a writer replaced the file in
 /// between. Returns the value, the digest and how many digests the sidecar listed (0: none).
+/// `known` is the sidecar as a caller holding the lock already loaded it, for the first
+/// attempt.
 pub(crate) fn verified<T>(
     target: &Target,
     opts: &Options,
     locked: bool,
+    mut known: Option<&Sidecar>,
     mut load: impl FnMut(&mut File) -> io::Result<(T, Digest)>,
 ) -> Result<(T, Digest, usize)> {
     let read_err = |e| Error::io(Step::Read, &target.given, e);
@@ -653,7 +669,10 @@ pub(crate) fn verified<T>(
         }
         let mut file = sys::open_regular(&target.resolved).map_err(read_err)?;
         let (value, digest) = load(&mut file).map_err(read_err)?;
-        let loaded = load_sidecar(target, Step::Verify);
+        let loaded = match known.take() {
+            Some(found) => Ok(found.clone()),
+            None => load_sidecar(target, Step::Verify),
+        };
         // A user who may write the file but not give files away (a group member) makes a
         // sidecar of their own an instant before their data replaces the owner's: a refusal
         // is only real once no durafile writer can be half-way. Likewise a sidecar that does

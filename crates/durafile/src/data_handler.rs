@@ -149,21 +149,35 @@ impl DataHandler {
         let mut target = Target::resolve(&path)?;
         target.pin_dir(Step::Remove)?;
         let _lock = lock::lock_target(&target, LockMode::Exclusive, opts.get_lock_timeout())?;
+        // Under the lock: still a regular file (or gone), and whose it is, for the sidecar's
+        // owner check.
         target.refresh()?;
-        let linked = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-        let existed = if !linked {
-            // Judge the sidecar before anything goes: a refused one stops the delete here.
-            checksum::load_sidecar(&target, Step::Remove)?;
-            let removed = target.with_dir(Step::Remove, |dir| {
-                sys::remove_at(dir, &target.name).map_err(|e| Error::io(Step::Remove, &path, e))
+        // A path that resolved to itself has no link in it, and `refresh` just refused a link
+        // at the name: only a path that resolved elsewhere needs a look at its last component.
+        let linked = target.resolved != path
+            && fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let sync_err = |e| Error::io(Step::SyncDir, &path, e);
+        let full = opts.get_durability() == Durability::Full;
+        if linked {
+            let existed =
+                sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?;
+            if existed && full {
+                sys::sync_dir(&self.dir).map_err(sync_err)?;
+            }
+            return Ok(existed);
+        }
+        // Judge the sidecar before anything goes: a refused one stops the delete here. The
+        // lock we hold keeps it as it was judged until it is removed.
+        let sidecar = checksum::load_sidecar(&target, Step::Remove)?;
+        let existed = target.with_dir(Step::Remove, |dir| {
+            sys::remove_at(dir, &target.name).map_err(|e| Error::io(Step::Remove, &path, e))
+        })?;
+        checksum::remove_loaded(&target, Step::Remove, &sidecar)?;
+        if existed && full {
+            // The directory the data file was removed from, pinned and checked at resolve.
+            target.with_dir(Step::SyncDir, |dir| {
+                sys::sync_dir_file(dir).map_err(sync_err)
             })?;
-            checksum::remove_sidecar(&target, Step::Remove)?;
-            removed
-        } else {
-            sys::remove_if_exists(&path).map_err(|e| Error::io(Step::Remove, &path, e))?
-        };
-        if existed && opts.get_durability() == Durability::Full {
-            sys::sync_dir(&self.dir).map_err(|e| Error::io(Step::SyncDir, &path, e))?;
         }
         Ok(existed)
     }

@@ -39,7 +39,9 @@
 //! directory's owner ([`Error::Refused`]), instead of waiting on it.
 //!
 //! An exclusive holder records its pid, the time it took the lock and the name of its temp
-//! file in the lock file (one short line, rewritten in place). The next exclusive holder
+//! file in the lock file (one short line, rewritten in place; a writer writes it once, with
+//! its temp file's name, just before creating the temp file). Each holder reads the
+//! record once, as it takes the lock. The next exclusive holder
 //! removes that temp file if its writer died (it is a temp name of this target, owned by the
 //! caller or the data file's owner, and nobody holds a flock on it): a crash-looping writer
 //! leaves at most one orphan, without a directory scan. A waiter reads the line to say since
@@ -112,6 +114,12 @@ pub struct FileLock {
     /// Whether this guard writes the holder's record into the lock file (an exclusive lock
     /// on a lock file opened for writing).
     records: bool,
+    /// The record in the lock file when this guard took the lock: the previous holder's, whose
+    /// temp file [`FileLock::remove_dead_temp`] removes if its writer died. Read once, with
+    /// the lock held, so that no other holder can have changed it since.
+    previous: Option<Record>,
+    /// When the lock was taken, in seconds since the epoch, for the record.
+    since: u64,
 }
 
 impl std::os::fd::AsFd for FileLock {
@@ -143,15 +151,20 @@ impl FileLock {
     /// orphan is still found by [`crate::recover`].
     pub(crate) fn record_temp(&self, temp: &OsStr) {
         if self.records {
-            let _ = write_record(&self._file, Some(temp));
+            let _ = write_record(&self._file, self.since, Some(temp));
         }
     }
 
-    /// Removes the temp file of `target` that the lock file records, if its writer is dead
-    /// (see [`remove_dead_temp`]). For a writer about to make its own.
+    /// Removes the temp file of `target` that the lock file recorded when this guard took
+    /// the lock, if its writer is dead (see [`remove_dead_temp`]). For a writer about to make
+    /// its own.
     pub(crate) fn remove_dead_temp(&self, target: &Target) {
-        if self.records {
-            remove_dead_temp(target, &self._file);
+        if self.records
+            && let Some(Record {
+                temp: Some(temp), ..
+            }) = &self.previous
+        {
+            remove_dead_temp(target, temp);
         }
     }
 }
@@ -317,6 +330,28 @@ pub(crate) fn lock_target(
     mode: LockMode,
     timeout: Option<Duration>,
 ) -> Result<FileLock> {
+    lock_recording(target, mode, timeout, Recording::Now)
+}
+
+/// When an exclusive holder writes its record into the lock file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recording {
+    /// As the lock is taken, keeping the previous holder's temp file in it (only a writer
+    /// proves that one dead and removes it).
+    Now,
+    /// Only when the writer names its temp file ([`FileLock::record_temp`]), in the same
+    /// single write: for a writer that is about to. Until then the previous holder's record
+    /// stays as it was, so a writer killed in between leaves what the next holder needs.
+    ByWriter,
+}
+
+/// [`lock_target`], with the holder's record written as `recording` says.
+pub(crate) fn lock_recording(
+    target: &Target,
+    mode: LockMode,
+    timeout: Option<Duration>,
+    recording: Recording,
+) -> Result<FileLock> {
     let lock_file = target.sibling(names::lock_name(&target.name));
     let lock_err = |e: io::Error| lock_file_error(target, &lock_file, e);
     let data_mode = match &target.meta {
@@ -330,8 +365,7 @@ pub(crate) fn lock_target(
         let opened = target.with_dir(Step::Lock, |dir| {
             sys::open_lock_file(dir, &name, perms).map_err(lock_err)
         })?;
-        let file = opened.file;
-        let meta = file.metadata().map_err(lock_err)?;
+        let (file, meta) = (opened.file, opened.meta);
         let data_owner = target.meta.as_ref().map(MetadataExt::uid);
         if !target.trusts(meta.uid()) && data_owner != Some(meta.uid()) {
             return Err(Error::Refused {
@@ -343,22 +377,28 @@ pub(crate) fn lock_target(
                 reason: "in a sticky shared directory another user's lock file is one they can hold forever; durafile uses only lock files owned by you, the data file's owner or the directory's owner (remove it if nobody should have it)",
             });
         }
-        if opened.created || meta.uid() == sys::euid() {
-            // Ours to fix: its owner and group are the data file's (a lock file root made
-            // for another user's file must not lock that user out), and its mode is what the
-            // data file's writers need; the umask must not narrow a new one below that, and
-            // an existing one is only ever narrowed.
-            let mode = match opened.created {
-                true => perms,
-                false => meta.mode() & perms & 0o7777,
-            };
+        // Ours to fix: its owner and group are the data file's (a lock file root made for
+        // another user's file must not lock that user out), and its mode is what the data
+        // file's writers need; the umask must not narrow a new one below that, and an
+        // existing one is only ever narrowed. A lock file already right needs no fixing (the
+        // usual case, which thus asks for no uid).
+        let wanted = match opened.created {
+            true => perms,
+            false => meta.mode() & perms & 0o7777,
+        };
+        let owner_differs = target
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.uid() != meta.uid() || m.gid() != meta.gid());
+        let needs_fix = owner_differs || wanted != meta.mode() & 0o7777;
+        if needs_fix && (opened.created || meta.uid() == sys::euid()) {
             match &target.meta {
-                Some(m) => sys::copy_owner(&file, m),
+                Some(m) => sys::copy_owner_from(&file, &meta, m),
                 None => Ok(()),
             }
-            .and_then(|()| match mode == meta.mode() & 0o7777 {
+            .and_then(|()| match wanted == meta.mode() & 0o7777 {
                 true => Ok(()),
-                false => file.set_permissions(fs::Permissions::from_mode(mode)),
+                false => file.set_permissions(fs::Permissions::from_mode(wanted)),
             })
             .map_err(lock_err)?;
         }
@@ -381,16 +421,19 @@ pub(crate) fn lock_target(
                 });
             }
         }
-        // Still named by its path (and so still linked): nobody replaced it while we waited.
+        // Still named by its path (and so still linked): nobody removed or replaced it
+        // between our open and our flock. One `lstat`, the only way to see a name's inode;
+        // without it two holders could each lock a different inode.
         let still_named = sys::names_file(&lock_file, id);
         if still_named {
             let records = mode == LockMode::Exclusive && opened.writable;
-            if records {
-                // Keep the recorded temp file: only a writer proves it dead and removes it.
-                let temp = read_record(&file).and_then(|r| r.temp);
-                let _ = write_record(&file, temp.as_deref());
+            let previous = records.then(|| read_record(&file)).flatten();
+            let guard = register(file, lock_file, mode, id, records, previous);
+            if records && recording == Recording::Now {
+                let temp = guard.previous.as_ref().and_then(|r| r.temp.as_deref());
+                let _ = write_record(&guard._file, guard.since, temp);
             }
-            return Ok(register(file, lock_file, mode, id, records));
+            return Ok(guard);
         }
     }
 }
@@ -463,10 +506,7 @@ const RECORD_MAGIC: &[u8] = b"durafile";
 
 /// `durafile PID SINCE LEN TEMP`, written at the start of the lock file without truncating it
 /// (LEN says where the record ends, so a longer earlier record's tail is ignored).
-fn write_record(file: &File, temp: Option<&OsStr>) -> io::Result<()> {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+fn write_record(file: &File, since: u64, temp: Option<&OsStr>) -> io::Result<()> {
     let temp = temp.map_or(&[][..], |t| t.as_bytes());
     let mut out = format!("durafile {} {since} {} ", std::process::id(), temp.len()).into_bytes();
     out.extend_from_slice(temp);
@@ -502,23 +542,23 @@ fn parse_record(bytes: &[u8]) -> Option<Record> {
     })
 }
 
-/// Removes the temp file a previous exclusive holder recorded, if that writer is dead. The
-/// caller holds the exclusive lock, so no durafile writer of this target is running; the
+/// Removes `temp`, the temp file a previous exclusive holder recorded, if that writer is dead.
+/// The caller holds the exclusive lock, so no durafile writer of this target is running; the
 /// temp file must still prove it is an orphan of this target: its name is one of this
 /// target's temp names, it is a regular file owned by the caller or the data file's owner,
 /// and nobody holds a flock on it (every writer holds one on its temp file until it is gone).
-fn remove_dead_temp(target: &Target, lock: &File) {
-    let Some(Record {
-        temp: Some(temp), ..
-    }) = read_record(lock)
-    else {
-        return;
-    };
-    if !names::is_temp_of(&temp, &target.name) {
+///
+/// Usually the recorded temp file was renamed over the target and the open fails at once
+/// (ENOENT): that one `openat` is what finding a killed writer's orphan without a directory
+/// scan costs.
+fn remove_dead_temp(target: &Target, temp: &OsStr) {
+    if !names::is_temp_of(temp, &target.name) {
         return;
     }
-    let path = target.sibling(&temp);
-    let Ok(file) = sys::open_nofollow(&path) else {
+    let path = target.sibling(temp);
+    // Through the writer's pinned directory: a one-name lookup, in the directory checked.
+    let opened = target.with_dir(Step::Lock, |dir| Ok(sys::open_nofollow_at(dir, temp)));
+    let Ok(Ok(file)) = opened else {
         return;
     };
     let Ok(meta) = file.metadata() else {
@@ -672,7 +712,8 @@ pub fn adopt_inherited(path: &Path, fd: std::os::fd::OwnedFd, mode: LockMode) ->
     // under `durafile lock` leaves an orphan the next writer finds; the parent's record of
     // when the lock was taken stays until then.
     let records = mode == LockMode::Exclusive && sys::is_writable(&file);
-    Ok(register(file, lock_file, mode, id, records))
+    let previous = records.then(|| read_record(&file)).flatten();
+    Ok(register(file, lock_file, mode, id, records, previous))
 }
 
 /// The guard of a lock this thread has just taken, counted in [`held`] until it is dropped.
@@ -682,9 +723,13 @@ fn register(
     mode: LockMode,
     id: (u64, u64),
     records: bool,
+    previous: Option<Record>,
 ) -> FileLock {
     let owner = thread::current().id();
     held().push((id, owner));
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     FileLock {
         _file: file,
         lock_file,
@@ -692,6 +737,8 @@ fn register(
         id,
         owner,
         records,
+        previous,
+        since,
     }
 }
 
@@ -754,10 +801,13 @@ mod tests {
             .unwrap();
         assert_eq!(read_record(&file), None, "an empty lock file has no record");
         let odd = OsStr::new(".a b\nc.df-0123456789.tmp");
-        write_record(&file, Some(odd)).unwrap();
+        write_record(&file, 7, Some(odd)).unwrap();
         let r = read_record(&file).unwrap();
-        assert_eq!((r.pid, r.temp.as_deref()), (std::process::id(), Some(odd)));
-        write_record(&file, None).unwrap();
+        assert_eq!(
+            (r.pid, r.since, r.temp.as_deref()),
+            (std::process::id(), 7, Some(odd))
+        );
+        write_record(&file, 8, None).unwrap();
         assert_eq!(read_record(&file).unwrap().temp, None);
         for junk in [
             &b"durafile"[..],

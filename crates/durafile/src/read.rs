@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use crate::checksum;
+use crate::checksum::{self, Sidecar};
 use crate::error::{Error, Result, Step};
 use crate::lock::{self, FileLock, LockMode};
 use crate::options::Options;
@@ -44,7 +44,7 @@ use crate::target::Target;
 pub fn read(path: impl AsRef<Path>, opts: &Options) -> Result<Vec<u8>> {
     let target = Target::resolve(path.as_ref())?;
     let lock = shared_lock(&target, opts)?;
-    read_target(&target, opts, lock.is_some())
+    read_target(&target, opts, lock.is_some(), None)
 }
 
 /// Opens `path` for reading, after verifying its whole content against its checksum sidecar
@@ -73,7 +73,7 @@ pub fn read(path: impl AsRef<Path>, opts: &Options) -> Result<Vec<u8>> {
 pub fn open(path: impl AsRef<Path>, opts: &Options) -> Result<File> {
     let target = Target::resolve(path.as_ref())?;
     let lock = shared_lock(&target, opts)?;
-    open_target(&target, opts, lock.is_some())
+    open_target(&target, opts, lock.is_some(), None)
 }
 
 fn shared_lock(target: &Target, opts: &Options) -> Result<Option<FileLock>> {
@@ -83,36 +83,61 @@ fn shared_lock(target: &Target, opts: &Options) -> Result<Option<FileLock>> {
     lock::lock_target(target, LockMode::Shared, opts.get_lock_timeout()).map(Some)
 }
 
-/// Whether anything is at the sidecar's name. `lstat`, not `stat`: a link or a FIFO there
-/// goes on to be refused by [`checksum::verified`], never followed or opened blocking.
-fn needs_verify(target: &Target, opts: &Options) -> bool {
-    opts.get_checksum() || std::fs::symlink_metadata(checksum::sidecar_of(target)).is_ok()
+/// Whether the content must be verified: when the options require a sidecar, or something is
+/// at the sidecar's name. `known` is what a caller holding the lock found there (no second
+/// look); else an `lstat`, not `stat`: a link or a FIFO there goes on to be refused by
+/// [`checksum::verified`], never followed or opened blocking.
+fn needs_verify(target: &Target, opts: &Options, known: Option<&Sidecar>) -> bool {
+    opts.get_checksum()
+        || match known {
+            // A file that is not durafile's is not verified against (see `checksum::verified`).
+            Some(found) => matches!(found, Sidecar::Ours(_)),
+            None => std::fs::symlink_metadata(checksum::sidecar_of(target)).is_ok(),
+        }
 }
 
-/// Reads the target, verified; `locked` says the caller holds a lock that keeps writers out.
-pub(crate) fn read_target(target: &Target, opts: &Options, locked: bool) -> Result<Vec<u8>> {
-    if needs_verify(target, opts) {
-        return checksum::verified(target, opts, locked, checksum::read_hashed)
+/// Reads the target, verified; `locked` says the caller holds a lock that keeps writers out,
+/// and `known` is the sidecar such a caller loaded under it.
+pub(crate) fn read_target(
+    target: &Target,
+    opts: &Options,
+    locked: bool,
+    known: Option<&Sidecar>,
+) -> Result<Vec<u8>> {
+    if needs_verify(target, opts, known) {
+        return checksum::verified(target, opts, locked, known, checksum::read_hashed)
             .map(|(bytes, ..)| bytes);
     }
+    // A FIFO planted at the name since it was resolved must not block the read. The size
+    // from the `fstat` that checks this sizes the buffer; `take` keeps std's `read_to_end`
+    // for files from asking for it again (an `fstat` and an `lseek`).
+    let (file, meta) = sys::open_regular_with_meta(&target.resolved)
+        .map_err(|e| Error::io(Step::Read, &target.given, e))?;
     let mut bytes = Vec::new();
-    // A FIFO planted at the name since it was resolved must not block the read.
-    sys::open_regular(&target.resolved)
-        .and_then(|mut file| file.read_to_end(&mut bytes))
+    // Never `with_capacity`: a huge (sparse) file must fail the read with an error, not abort
+    // the process. Without the reservation `read_to_end` grows the buffer, fallibly.
+    let _ = bytes.try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX));
+    file.take(u64::MAX)
+        .read_to_end(&mut bytes)
         .map_err(|e| Error::io(Step::Read, &target.given, e))?;
     Ok(bytes)
 }
 
-/// Opens the target, verified; `locked` as for [`read_target`].
-pub(crate) fn open_target(target: &Target, opts: &Options, locked: bool) -> Result<File> {
+/// Opens the target, verified; `locked` and `known` as for [`read_target`].
+pub(crate) fn open_target(
+    target: &Target,
+    opts: &Options,
+    locked: bool,
+    known: Option<&Sidecar>,
+) -> Result<File> {
     let open =
         || sys::open_regular(&target.resolved).map_err(|e| Error::io(Step::Read, &target.given, e));
-    if !needs_verify(target, opts) {
+    if !needs_verify(target, opts, known) {
         return open();
     }
     // The verified pass and the caller's read must be the same inode: keep the one we hashed.
     let mut kept = None;
-    checksum::verified(target, opts, locked, |file| {
+    checksum::verified(target, opts, locked, known, |file| {
         let hashed = checksum::hash_and_rewind(file)?;
         kept = Some(file.try_clone()?);
         Ok(hashed)

@@ -110,14 +110,20 @@ pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
 /// reading a file at a name that someone else may have planted a FIFO or device at since it
 /// was last looked at.
 pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    open_regular_with_meta(path).map(|(file, _)| file)
+}
+
+/// [`open_regular`], with the metadata of the check (its size, to read it in one go).
+pub(crate) fn open_regular_with_meta(path: &Path) -> io::Result<(File, fs::Metadata)> {
     let file = open_nofollow(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "it is not a regular file",
         ));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// [`open_nofollow`] for `name` in the open directory `dir`.
@@ -133,6 +139,9 @@ pub(crate) fn open_nofollow_at(dir: &File, name: &OsStr) -> io::Result<File> {
 /// A lock file opened by [`open_lock_file`].
 pub(crate) struct LockFile {
     pub file: File,
+    /// Its metadata as opened (the one `fstat` that proved it a regular file), which the
+    /// locker reuses for its owner, mode and identity checks instead of asking again.
+    pub meta: fs::Metadata,
     /// Whether this call created it (and so must give it its mode and owner).
     pub created: bool,
     /// Whether it is open for writing (else read-only: flock works on any descriptor).
@@ -173,7 +182,8 @@ pub(crate) fn open_lock_file(dir: &File, name: &OsStr, mode: u32) -> io::Result<
     if created {
         crate::crash_record::created_at(dir, name, &file);
     }
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
@@ -181,6 +191,7 @@ pub(crate) fn open_lock_file(dir: &File, name: &OsStr, mode: u32) -> io::Result<
     }
     Ok(LockFile {
         file,
+        meta,
         created,
         writable,
     })
@@ -430,7 +441,17 @@ pub(crate) fn mutant(_name: &str) -> bool {
 /// EPERM is not an error: an unprivileged process may not give files away, and then the new
 /// file keeps the caller's ownership, as any editor's save would.
 pub(crate) fn copy_owner(file: &File, meta: &fs::Metadata) -> io::Result<()> {
-    let own = file.metadata()?;
+    copy_owner_from(file, &file.metadata()?, meta)
+}
+
+/// [`copy_owner`] for a file whose own metadata (`own`) the caller already has, which saves
+/// the `fstat`: only its owner and group are read, and nobody else can change those on a file
+/// we created or locked.
+pub(crate) fn copy_owner_from(
+    file: &File,
+    own: &fs::Metadata,
+    meta: &fs::Metadata,
+) -> io::Result<()> {
     if own.uid() == meta.uid() && own.gid() == meta.gid() {
         return Ok(());
     }
@@ -488,11 +509,6 @@ pub(crate) fn remove_if_exists(path: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-/// Number of names the open file still has; 0 once it has been unlinked.
-pub(crate) fn link_count(file: &File) -> io::Result<u64> {
-    Ok(file.metadata()?.nlink())
 }
 
 /// Starts writeback of `file`'s bytes `from..to` without waiting for it (Linux

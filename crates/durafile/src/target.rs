@@ -268,14 +268,17 @@ impl Target {
     /// target's directory.
     pub(crate) fn create_temp(&self, name: &OsStr) -> Result<(File, PathBuf)> {
         self.create_recorded_temp(name, |_| {})
+            .map(|(file, temp, _)| (file, temp))
     }
 
-    /// [`Target::create_temp`], telling `record` each name before it is created.
+    /// [`Target::create_temp`], telling `record` each name before it is created. Also returns
+    /// the new file's metadata (from the `fstat` that checks it is still linked), for the
+    /// writer's owner and mode changes.
     pub(crate) fn create_recorded_temp(
         &self,
         name: &OsStr,
         record: impl Fn(&OsStr),
-    ) -> Result<(File, PathBuf)> {
+    ) -> Result<(File, PathBuf, fs::Metadata)> {
         let fail = |e| Error::io_in(Step::CreateTemp, &self.given, &self.dir, e);
         for _ in 0..CREATE_ATTEMPTS {
             let temp_name = names::temp_name(name);
@@ -289,12 +292,14 @@ impl Target {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(fail(e)),
             };
+            // The `fstat` both proves the name is still ours and gives the metadata.
             let owned = fault::point("durafile::after_create")
                 .and_then(|()| file.lock())
-                .and_then(|()| sys::link_count(&file));
+                .and_then(|()| file.metadata());
             match owned {
-                Ok(0) => continue, // a concurrent clean_orphans took it in the instant before our lock
-                Ok(_) => return Ok((file, temp)),
+                // A concurrent clean_orphans took it in the instant before our flock.
+                Ok(meta) if meta.nlink() == 0 => continue,
+                Ok(meta) => return Ok((file, temp, meta)),
                 Err(e) => {
                     drop(file);
                     let _ = sys::remove_file(&temp);

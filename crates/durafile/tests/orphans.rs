@@ -57,9 +57,43 @@ fn a_live_writers_temp_file_is_left_alone() {
     assert!(temp_files(dir.path()).is_empty());
 }
 
+/// A writer killed while it waits for the lock leaves nothing in the directory: its temp file
+/// is made only once it holds the lock and has recorded the name (a temp file made while
+/// waiting could not be recorded, and would be an orphan nobody is told about).
+#[test]
+fn a_writer_killed_while_it_waits_for_the_lock_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("waited.json");
+    durafile::write(&path, b"before", &Options::new()).unwrap();
+    let held = durafile::lock::acquire(&path, durafile::lock::LockMode::Exclusive, None).unwrap();
+    let before = common::names(dir.path());
+    let mut child = spawn_child(
+        "child_entry",
+        "waiting_writer",
+        &[("DF_PATH", path.display().to_string())],
+    );
+    child.wait_for("waiting");
+    let _ = child.kill();
+    assert_eq!(
+        common::names(dir.path()),
+        before,
+        "the killed waiter left a file"
+    );
+    drop(held);
+    durafile::write(&path, b"after", &Options::new()).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"after");
+    assert_eq!(common::names(dir.path()), before);
+}
+
 #[test]
 #[ignore = "a child process of the tests above"]
 fn child_entry() {
+    if common::role().as_deref() == Some("waiting_writer") {
+        let path = PathBuf::from(std::env::var("DF_PATH").unwrap());
+        durafile::lock::on_wait(|_| say("waiting"));
+        durafile::write(&path, b"never", &Options::new()).unwrap();
+        return;
+    }
     if common::role().as_deref() == Some("slow_writer") {
         let path = PathBuf::from(std::env::var("DF_PATH").unwrap());
         let version = common::env_u64("DF_VERSION");

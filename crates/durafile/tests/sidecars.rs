@@ -556,6 +556,35 @@ fn delete_and_pruning_leave_a_users_own_checksum_list_alone() {
     );
 }
 
+/// A document that is a symbolic link: `delete` removes the link only, and the file it points
+/// to keeps its content and its sidecar. In a data directory reached through a link, a plain
+/// document goes with its sidecar.
+#[test]
+fn delete_removes_a_link_not_its_target_and_follows_a_linked_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let docs = dir.path().join("docs");
+    fs::create_dir(&docs).unwrap();
+    let opts = Options::new().checksum(true);
+    durafile::write(real.join("other.json"), b"1", &opts).unwrap();
+    symlink(real.join("other.json"), docs.join("doc.json")).unwrap();
+    let handler = DataHandler::open(&docs, FileManager::new(opts.clone())).unwrap();
+    assert!(handler.delete("doc").unwrap());
+    assert!(fs::symlink_metadata(docs.join("doc.json")).is_err());
+    assert_eq!(fs::read(real.join("other.json")).unwrap(), b"1");
+    assert!(real.join("other.json.sha256").exists());
+
+    symlink(&real, dir.path().join("linked")).unwrap();
+    let through = DataHandler::open(dir.path().join("linked"), FileManager::new(opts)).unwrap();
+    through.save("plain", &2).unwrap();
+    assert!(real.join("plain.json.sha256").exists());
+    assert!(through.delete("plain").unwrap());
+    assert!(!real.join("plain.json").exists());
+    assert!(!real.join("plain.json.sha256").exists());
+    assert!(!through.delete("plain").unwrap());
+}
+
 /// Another user's file at the sidecar's name: `delete` refuses, naming its owner, and deletes
 /// nothing; pruning removes the old generation and leaves that file alone.
 #[test]
