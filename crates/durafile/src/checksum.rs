@@ -735,8 +735,7 @@ pub(crate) fn mismatch(path: &Path, listed: &[Digest], digest: &Digest) -> Error
 
 /// Reads all of `file` and hashes it on the way.
 pub(crate) fn read_hashed(file: &mut File) -> io::Result<(Vec<u8>, Digest)> {
-    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
-    file.read_to_end(&mut bytes)?;
+    let bytes = sys::read_whole(file, file.metadata()?.len())?;
     let digest = Sha256::digest(&bytes).into();
     Ok((bytes, digest))
 }

@@ -7,7 +7,6 @@
 //! until a writer's whole read-modify-write is done.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use crate::checksum::{self, Sidecar};
@@ -109,18 +108,10 @@ pub(crate) fn read_target(
             .map(|(bytes, ..)| bytes);
     }
     // A FIFO planted at the name since it was resolved must not block the read. The size
-    // from the `fstat` that checks this sizes the buffer; `take` keeps std's `read_to_end`
-    // for files from asking for it again (an `fstat` and an `lseek`).
+    // from the `fstat` that checks this sizes the buffer.
     let (file, meta) = sys::open_regular_with_meta(&target.resolved)
         .map_err(|e| Error::io(Step::Read, &target.given, e))?;
-    let mut bytes = Vec::new();
-    // Never `with_capacity`: a huge (sparse) file must fail the read with an error, not abort
-    // the process. Without the reservation `read_to_end` grows the buffer, fallibly.
-    let _ = bytes.try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX));
-    file.take(u64::MAX)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(Step::Read, &target.given, e))?;
-    Ok(bytes)
+    sys::read_whole(&file, meta.len()).map_err(|e| Error::io(Step::Read, &target.given, e))
 }
 
 /// Opens the target, verified; `locked` and `known` as for [`read_target`].

@@ -16,7 +16,7 @@ compile_error!("durafile supports Unix (Linux and macOS) only");
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -124,6 +124,17 @@ pub(crate) fn open_regular_with_meta(path: &Path) -> io::Result<(File, fs::Metad
         ));
     }
     Ok((file, meta))
+}
+
+/// All of `file`, which its `fstat` says holds `len` bytes. The buffer is reserved fallibly:
+/// a huge (sparse) file must fail the read with an error, not abort the process (as
+/// `Vec::with_capacity` would); then `read_to_end` grows it, fallibly too. `take` keeps std's
+/// `read_to_end` for files from asking for the size again (an `fstat` and an `lseek`).
+pub(crate) fn read_whole(file: &File, len: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let _ = bytes.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX));
+    file.take(u64::MAX).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// [`open_nofollow`] for `name` in the open directory `dir`.

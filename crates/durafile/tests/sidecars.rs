@@ -262,6 +262,24 @@ fn a_reader_who_cannot_lock_still_hears_about_a_foreign_sidecar() {
     assert_eq!(snapshot(dir.path()), before);
 }
 
+/// A file too large to hold in memory (here a sparse 64 GiB one, read by a process whose
+/// address space is capped at 2 GiB) fails a verified read with an error, never an abort.
+#[test]
+fn a_file_too_large_for_memory_fails_a_verified_read_without_aborting() {
+    if !common::can_switch_users() {
+        return;
+    }
+    let (_dir, data) = victim_dir(0o755, true);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let said = as_victim("read", &data);
+    assert!(said.starts_with("err Some(Read)"), "{said}");
+}
+
 /// A sidecar owned by root is trusted (root could replace anything anyway).
 #[test]
 fn a_sidecar_owned_by_root_is_trusted() {
