@@ -174,7 +174,8 @@ where
         return alone(target, opts, f);
     }
     let key = (
-        absolute(&target.resolved),
+        // No `getcwd` for a path that is absolute already.
+        std::path::absolute(&target.resolved).unwrap_or_else(|_| target.resolved.clone()),
         opts.clone().durability(Durability::Full),
     );
     let queue = queues().entry(key.clone()).or_default().clone();
@@ -361,13 +362,6 @@ fn share(e: &Error, file: &Path) -> Error {
             advice: advice.clone(),
         },
         other => Error::io(Step::Write, file, io::Error::other(other.to_string())),
-    }
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    match std::env::current_dir() {
-        Ok(cwd) if path.is_relative() => cwd.join(path),
-        _ => path.to_path_buf(),
     }
 }
 

@@ -106,6 +106,7 @@ fn random_chars() -> [u8; RANDOM_LEN] {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    // A forked child inherits this thread's hash keys and the counter: its pid sets it apart.
     hasher.write_u32(std::process::id());
     let mut n = hasher.finish();
     let mut out = [0; RANDOM_LEN];
