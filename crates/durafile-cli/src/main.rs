@@ -163,7 +163,7 @@ enum Cmd {
     /// one file apply in order, under its lock. A malformed line is reported with its number
     /// and applies nothing. Exits 1 if any operation failed.
     Batch {
-        /// Worker threads (default: the number of CPUs).
+        /// Worker threads (default: four per CPU, since they mostly wait for fsyncs).
         #[arg(long, value_name = "N")]
         jobs: Option<usize>,
         #[command(flatten)]

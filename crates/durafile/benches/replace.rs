@@ -150,8 +150,10 @@ fn group_commit(c: &mut Criterion) {
             }
         })
     });
-    for workers in [2, 8] {
-        group.bench_function(format!("batch_processor_{workers}_workers"), |b| {
+    // `None`: the default, four workers per CPU.
+    for workers in [None, Some(2)] {
+        let name = workers.map_or("default".to_owned(), |n| n.to_string());
+        group.bench_function(format!("batch_processor_{name}_workers"), |b| {
             b.iter(|| {
                 let ops = paths
                     .iter()
@@ -160,7 +162,12 @@ fn group_commit(c: &mut Criterion) {
                         value: data.clone(),
                     })
                     .collect();
-                let report = BatchProcessor::new(files.clone()).workers(workers).run(ops);
+                let processor = BatchProcessor::new(files.clone());
+                let processor = match workers {
+                    Some(n) => processor.workers(n),
+                    None => processor,
+                };
+                let report = processor.run(ops);
                 assert_eq!(report.applied(), 1000);
             })
         });
