@@ -60,10 +60,11 @@
 //! and 8 processes × 200 updates on ext4 ran no faster with it: durafile `update` against
 //! SQLite WAL FULL in the same run, median of 11 runs each, 0.60× with it and 0.61× without
 //! at `full`, 0.69× and 0.71× at `consistent`; raw syscalls, 12 runs each, 1515 against 1425
-//! updates/s with the directory fsync and 1980 against 2100 without. Likely why (not
-//! proven): on ext4 an unnamed file costs journal work of its own (the orphan list), and the
-//! creation taken off the lock still waits, outside it, for the journal commits that the
-//! holder's fsync waits for too.
+//! updates/s with the directory fsync and 1980 against 2100 without. Why, as far as `perf`
+//! shows on that machine (an ext4 without a journal): the cost of a creation is the CPU the
+//! inode allocator spends passing over recently freed inodes, and an unnamed file's inode
+//! comes from the same allocator; moving it off the lock does not make it cheaper, and with
+//! two vCPUs the waiting writers' creations compete with the holder for the CPU.
 //!
 //! # What is not kept
 //!
