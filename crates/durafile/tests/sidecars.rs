@@ -55,8 +55,13 @@ fn victim_dir(mode: u32, checksum: bool) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs `op` on `data` as the victim; returns what the child said (`ok …` or `err …`).
 fn as_victim(op: &str, data: &Path) -> String {
+    as_user(VICTIM, op, data)
+}
+
+/// [`as_victim`] as `uid`.
+fn as_user(uid: u32, op: &str, data: &Path) -> String {
     let out = privdrop::run(
-        &mut privdrop::child("child_entry", op, VICTIM, &[("TARGET", data)]),
+        &mut privdrop::child("child_entry", op, uid, &[("TARGET", data)]),
         TIMEOUT,
     );
     assert!(
@@ -248,16 +253,10 @@ fn a_reader_who_cannot_lock_still_hears_about_a_foreign_sidecar() {
     fs::write(&sidecar, format!("# mine\n{}  data\n", "ab".repeat(32))).unwrap();
     lchown(&sidecar, Some(VICTIM), Some(VICTIM)).unwrap();
     let before = snapshot(dir.path());
-    let out = privdrop::run(
-        &mut privdrop::child("child_entry", "verify", ATTACKER, &[("TARGET", &data)]),
-        TIMEOUT,
-    );
-    let said: Vec<&str> = common::heard(&out.stdout).collect();
-    assert_eq!(said.len(), 1, "{}\n{}", out.stdout, out.stderr);
+    let said = as_user(ATTACKER, "verify", &data);
     assert!(
-        said[0].starts_with("err Some(Verify)") && said[0].contains("not durafile's"),
-        "{}",
-        said[0]
+        said.starts_with("err Some(Verify)") && said.contains("not durafile's"),
+        "{said}"
     );
     assert_eq!(snapshot(dir.path()), before);
 }
