@@ -31,8 +31,9 @@
 //! of its inode, logged whole by journaling filesystems; but a filesystem may zero the tail
 //! of the block past the new end of file before the new size reaches the disk, so a sidecar
 //! of durafile's first line followed by a line's length of bytes starting with a NUL is read
-//! as listing that first line. At [`Durability::None`] nothing is ordered on disk, and after
-//! a power loss a file may fail verification; `durafile recover` then lists it. `durafile
+//! as listing that first line (and `durafile recover` rewrites it to that line alone). At
+//! [`Durability::None`] nothing is ordered on disk, and after a power loss a file may fail
+//! verification; `durafile recover` then lists it. `durafile
 //! recover` reduces a two-digest sidecar to the digest of the current content. Anything that
 //! changes the data outside durafile (a flipped bit, a truncation, an appended line) matches
 //! none of the listed digests and is reported as [`Error::ChecksumMismatch`].
@@ -358,6 +359,13 @@ fn interrupted_finish(text: &[u8], name: &OsStr) -> Option<Digest> {
         Ok(digests) if format_sidecar(&digests, name) == line => Some(digests[0]),
         _ => None,
     }
+}
+
+/// Whether `target`'s sidecar, which lists `listed`, holds those lines and nothing else:
+/// false for the zeroed tail that a power loss during a write's last step can leave.
+pub(crate) fn holds_only(target: &Target, listed: &[Digest]) -> bool {
+    let len = format_sidecar(listed, &target.name).len() as u64;
+    fs::symlink_metadata(sidecar_of(target)).is_ok_and(|m| m.len() == len)
 }
 
 /// The error for a sidecar that is not durafile's where one is needed: a read that must

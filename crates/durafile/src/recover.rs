@@ -226,8 +226,9 @@ pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 pub struct Recovery {
     /// Temp files of dead writers and live writers' ones, as [`clean_orphans`] reports them.
     pub orphans: Orphans,
-    /// Sidecars that listed more than one digest (an interrupted write), reduced to the
-    /// digest of the current content.
+    /// Sidecars that listed more than one digest (an interrupted write) or held a zeroed
+    /// tail (a power loss during a write's last step), rewritten to list the digest of the
+    /// current content alone.
     pub checksums_completed: Vec<PathBuf>,
     /// Sidecars whose data file does not exist: a file deleted outside durafile, or a first
     /// write interrupted before its rename; recovery cannot tell which, so it keeps the
@@ -346,7 +347,7 @@ fn recover_one(dir: &Path, sidecar: &Path, dry_run: bool, found: &mut Recovery) 
         found
             .damaged
             .push(checksum::mismatch(&target.given, &listed, &digest));
-    } else if listed.len() > 1 {
+    } else if listed.len() > 1 || !checksum::holds_only(&target, &listed) {
         if !dry_run {
             let mode = target
                 .meta

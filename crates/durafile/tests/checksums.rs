@@ -55,6 +55,32 @@ fn sidecar_is_sha256sum_format_and_sha256sum_accepts_it() {
     assert_eq!(theirs.split(' ').next(), lines[0].split(' ').next());
 }
 
+/// What a power loss during a write's last step can leave (the sidecar at its two-line length,
+/// the cut-off second line zeroed) verifies against the new content, and recovery rewrites it
+/// to the one line `sha256sum -c` reads without a warning.
+#[test]
+fn a_sidecar_with_a_zeroed_tail_verifies_and_recovery_tidies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let sidecar = dir.path().join("state.json.sha256");
+    durafile::write(&path, b"{\"n\":1}\n", &with_checksum()).unwrap();
+    let line = fs::read(&sidecar).unwrap();
+    fs::write(&sidecar, [line.clone(), vec![0; line.len()]].concat()).unwrap();
+    assert!(matches!(
+        checksum::verify(&path).unwrap(),
+        Verification::Match { pending: false, .. }
+    ));
+    assert_eq!(
+        durafile::read(&path, &with_checksum()).unwrap(),
+        b"{\"n\":1}\n"
+    );
+    let found = durafile::recover::recover(dir.path(), false).unwrap();
+    assert_eq!(found.checksums_completed, vec![sidecar.clone()]);
+    assert_eq!(fs::read(&sidecar).unwrap(), line);
+    let again = durafile::recover::recover(dir.path(), false).unwrap();
+    assert!(again.checksums_completed.is_empty());
+}
+
 #[test]
 fn changes_outside_durafile_are_detected() {
     let dir = tempfile::tempdir().unwrap();
