@@ -449,7 +449,7 @@ impl AtomicFile {
         if sys::mutant("checksum_finish_first")
             && let Some(pair) = &staged.pair
         {
-            checksum::finish_sidecar(&pair.sidecar, &staged.file.target, &pair.new)?;
+            pair.finish(&staged.file.target)?;
         }
         staged.publish()?;
         if staged.needs_dir_sync() {
@@ -670,6 +670,13 @@ struct Pair {
     sidecar: File,
 }
 
+impl Pair {
+    /// The protocol's last step: the sidecar keeps its first line, the new digest.
+    fn finish(&self, target: &Target) -> Result<()> {
+        checksum::finish_sidecar(&self.sidecar, target, &self.new)
+    }
+}
+
 impl Staged {
     /// The directory whose fsync orders and persists this file's renames.
     pub(crate) fn dir(&self) -> &Path {
@@ -751,7 +758,7 @@ impl Staged {
     /// The second half of the pair protocol: the sidecar lists the new digest only.
     pub(crate) fn finish(self) -> Result<()> {
         match &self.pair {
-            Some(pair) => checksum::finish_sidecar(&pair.sidecar, &self.file.target, &pair.new),
+            Some(pair) => pair.finish(&self.file.target),
             None => Ok(()),
         }
     }

@@ -33,10 +33,10 @@
 //! of durafile's first line followed by a line's length of bytes starting with a NUL is read
 //! as listing that first line (and `durafile recover` rewrites it to that line alone). At
 //! [`Durability::None`] nothing is ordered on disk, and after a power loss a file may fail
-//! verification; `durafile recover` then lists it. `durafile
-//! recover` reduces a two-digest sidecar to the digest of the current content. Anything that
-//! changes the data outside durafile (a flipped bit, a truncation, an appended line) matches
-//! none of the listed digests and is reported as [`Error::ChecksumMismatch`].
+//! verification; `durafile recover` then lists it. `durafile recover` reduces a two-digest
+//! sidecar to the digest of the current content. Anything that changes the data outside
+//! durafile (a flipped bit, a truncation, an appended line) matches none of the listed
+//! digests and is reported as [`Error::ChecksumMismatch`].
 //!
 //! ## What a write costs
 //!
